@@ -1,1 +1,17 @@
-//! placeholder
+//! Loom's one adapter to NATS JetStream.
+//!
+//! Every broker interaction of every role lives here, so a reader finds them
+//! in one place: connecting with the configured credentials and TLS
+//! ([`connect`]), creating and updating the topology ([`topology`]), and the
+//! embedded nats-server that `loom up` and the tests start ([`embedded`]).
+//!
+//! The broker crate knows the wire format only through `loom-protocol`, and
+//! knows nothing of what roles decide.
+
+pub mod connect;
+pub mod embedded;
+pub mod topology;
+
+pub use connect::{Broker, ConnectError, connect};
+pub use embedded::{EmbeddedError, EmbeddedServer, ServerOptions};
+pub use topology::{Action, TopologyError, TopologyReport};

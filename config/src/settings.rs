@@ -1,0 +1,381 @@
+//! Stage two: the validated configuration every role is handed.
+//!
+//! Everything here is already checked and typed (durations, zones,
+//! schedules, absolute paths), so nothing downstream re-checks it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use loom_protocol::Subjects;
+use loom_protocol::topology::{MeshSettings, Topology, WorkerConsumer};
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::Schedule;
+
+/// Deliveries a run consumer allows beyond the worker's attempts, so that a
+/// run whose agent died mid-run (no result, the ack wait ran out) is taken by
+/// another agent rather than given up.
+pub const LOST_AGENT_REDELIVERIES: i64 = 2;
+
+/// The whole validated configuration of one Loom process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file it came from, if any.
+    pub file: Option<PathBuf>,
+    /// Subject prefix, e.g. `loom`.
+    pub prefix: String,
+    /// How to reach NATS.
+    pub nats: NatsSettings,
+    /// The HTTP server.
+    pub http: HttpSettings,
+    /// Local state directory (absolute).
+    pub data_dir: PathBuf,
+    /// Stream policies.
+    pub streams: StreamSettings,
+    /// Scheduler settings.
+    pub scheduler: SchedulerSettings,
+    /// Agent settings.
+    pub agent: AgentSettings,
+    /// Validator settings.
+    pub validator: ValidatorSettings,
+    /// Klaxon settings.
+    pub klaxon: KlaxonSettings,
+    /// Enforcement settings.
+    pub enforcement: EnforcementSettings,
+    /// The worker registry.
+    pub registry: Registry,
+}
+
+impl Config {
+    /// The subjects of this mesh.
+    pub fn subjects(&self) -> Subjects {
+        Subjects::new(self.prefix.clone())
+    }
+
+    /// The settings that shape the JetStream topology.
+    pub fn mesh_settings(&self) -> MeshSettings {
+        MeshSettings {
+            prefix: self.prefix.clone(),
+            replicas: self.streams.replicas,
+            runs_max_age: self.streams.runs_max_age,
+            history: self.streams.history,
+            dead_letter_max_age: self.streams.dead_letter_max_age,
+            duplicate_window: self.streams.duplicate_window,
+            lease_ttl: self.scheduler.lease_ttl,
+        }
+    }
+
+    /// The JetStream topology this configuration needs: the mesh's streams,
+    /// buckets and a run consumer for every registry worker.
+    pub fn topology(&self) -> Topology {
+        let consumers: Vec<WorkerConsumer> = self
+            .registry
+            .workers()
+            .map(|worker| worker.consumer(self.agent.ack_wait))
+            .collect();
+        Topology::new(&self.mesh_settings(), &consumers)
+    }
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NatsSettings {
+    /// Server URLs; empty means "use the embedded server".
+    pub urls: Vec<String>,
+    /// How to authenticate.
+    pub auth: NatsAuth,
+    /// TLS, if required.
+    pub tls: Option<TlsSettings>,
+}
+
+/// One way of authenticating to NATS.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A credentials file (JWT and seed).
+    CredentialsFile(PathBuf),
+    /// An nkey seed.
+    NKey(String),
+    /// A token.
+    Token(String),
+    /// User and password.
+    UserPassword {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+/// TLS files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsSettings {
+    /// CA certificate to verify the server.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// Stream policies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Replicas per stream and bucket.
+    pub replicas: usize,
+    /// Age of an unconsumed run command.
+    pub runs_max_age: Duration,
+    /// Run history retention.
+    pub history: Duration,
+    /// Dead-letter retention.
+    pub dead_letter_max_age: Duration,
+    /// `Nats-Msg-Id` duplicate window.
+    pub duplicate_window: Duration,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerSettings {
+    /// Leader lease TTL.
+    pub lease_ttl: Duration,
+}
+
+/// Agent settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// Agent id, if configured (the agent derives one otherwise).
+    pub id: Option<String>,
+    /// Labels served.
+    pub labels: Vec<String>,
+    /// Workers served (empty: all that the labels allow).
+    pub workers: Vec<String>,
+    /// Runs at once.
+    pub concurrency: NonZeroU32,
+    /// Consumer ack wait.
+    pub ack_wait: Duration,
+    /// Drain time on shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// Validator settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatorSettings {
+    /// Extra time before a silent run is declared lost.
+    pub slack: Duration,
+}
+
+/// Klaxon settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KlaxonSettings {
+    /// Alert sinks.
+    pub sinks: Vec<Sink>,
+    /// Repeat interval of a firing alert.
+    pub repeat_interval: Duration,
+}
+
+/// One alert sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sink {
+    /// Structured log lines.
+    Log,
+    /// JSON POST.
+    Webhook {
+        /// Where to POST.
+        url: String,
+        /// HMAC-SHA256 secret.
+        secret: Option<String>,
+    },
+    /// Alertmanager API v2.
+    Alertmanager {
+        /// Base URL.
+        url: String,
+    },
+}
+
+/// Enforcement settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnforcementSettings {
+    /// Directory of bundles (absolute).
+    pub dir: Option<PathBuf>,
+}
+
+/// What a fire does while a run of its worker is in flight (Temporal's
+/// overlap policies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Every fire waits its turn; at most one runs anywhere in the mesh.
+    Forbid,
+    /// At most one fire waits; further fires are skipped.
+    BufferOne,
+    /// A fire while a run is in flight is not run (recorded as skipped).
+    #[default]
+    Skip,
+    /// The in-flight run is cancelled and the new one starts.
+    Replace,
+    /// Up to `concurrency` runs at once.
+    Allow,
+}
+
+/// What to do with fires missed while the mesh was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Run none of them (each is recorded as missed).
+    None,
+    /// Run the most recent one within the starting deadline.
+    #[default]
+    Last,
+    /// Run every one within the starting deadline.
+    All,
+}
+
+/// The output contract's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// The last non-empty stdout line is `STATUS: <word> [detail]`.
+    StatusLine,
+    /// Stdout is one JSON object.
+    Json,
+    /// Anything; the exit status decides.
+    #[default]
+    Text,
+}
+
+/// Retry delays: exponential, capped, with random spread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Growth per retry (at least 1).
+    pub factor: f64,
+    /// Spread as a fraction of the delay, 0 to 1.
+    pub jitter: f64,
+}
+
+/// A worker's output contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputContract {
+    /// Format.
+    pub format: OutputFormat,
+    /// Most stdout bytes.
+    pub max_bytes: u64,
+    /// JSON Schema file (absolute), with the `json` format.
+    pub schema: Option<PathBuf>,
+}
+
+/// One validated worker of the registry.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// Registry name (a subject token).
+    pub name: String,
+    /// The file it is defined in.
+    pub source: PathBuf,
+    /// What it does.
+    pub description: String,
+    /// When it fires; `None` for manual-only workers.
+    pub schedule: Option<Schedule>,
+    /// Its time zone.
+    pub timezone: chrono_tz::Tz,
+    /// Program and arguments, the program resolved.
+    pub command: Vec<String>,
+    /// Whether its schedule fires.
+    pub enabled: bool,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Retry delays.
+    pub backoff: Backoff,
+    /// Overlap policy.
+    pub overlap: Overlap,
+    /// Runs at once with [`Overlap::Allow`].
+    pub concurrency: NonZeroU32,
+    /// Catch-up policy.
+    pub catch_up: CatchUp,
+    /// How late a fire may start.
+    pub starting_deadline: Duration,
+    /// Labels an agent must serve.
+    pub labels: Vec<String>,
+    /// Environment for the process.
+    pub env: BTreeMap<String, String>,
+    /// Agent variables passed through.
+    pub secrets: Vec<String>,
+    /// Enforcement bundle name.
+    pub enforcement: Option<String>,
+    /// Output contract.
+    pub output: OutputContract,
+}
+
+impl Worker {
+    /// The run consumer JetStream keeps for this worker. Overlap policies
+    /// other than `allow` hold at most one run in flight across the mesh.
+    pub fn consumer(&self, ack_wait: Duration) -> WorkerConsumer {
+        WorkerConsumer {
+            worker: self.name.clone(),
+            ack_wait,
+            max_deliver: i64::from(self.retries) + 1 + LOST_AGENT_REDELIVERIES,
+            max_ack_pending: match self.overlap {
+                Overlap::Allow => i64::from(self.concurrency.get()),
+                _ => 1,
+            },
+        }
+    }
+
+    /// A short description of when it runs: the schedule in words, or
+    /// `manual only`.
+    pub fn schedule_description(&self) -> String {
+        match &self.schedule {
+            Some(schedule) => schedule.describe(),
+            None => "manual only".to_owned(),
+        }
+    }
+}
+
+/// The registry: every worker, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// The registry file, when the workers came from one.
+    pub file: Option<PathBuf>,
+    workers: BTreeMap<String, Worker>,
+}
+
+impl Registry {
+    /// A registry of these workers.
+    pub fn new(file: Option<PathBuf>, workers: BTreeMap<String, Worker>) -> Self {
+        Registry { file, workers }
+    }
+
+    /// Every worker, in name order.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
+    }
+
+    /// The worker called `name`.
+    pub fn get(&self, name: &str) -> Option<&Worker> {
+        self.workers.get(name)
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+}
