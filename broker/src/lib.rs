@@ -10,8 +10,16 @@
 
 pub mod connect;
 pub mod embedded;
+pub mod objects;
+pub mod publish;
+pub mod read;
+pub mod state;
 pub mod topology;
 
 pub use connect::{Broker, ConnectError, connect};
 pub use embedded::{EmbeddedError, EmbeddedServer, ServerOptions};
+pub use objects::ObjectError;
+pub use publish::{PendingPublish, PublishError, Stored};
+pub use read::{ReadError, ReadFrom, StoredMessage};
+pub use state::{Bucket, Change, SetOutcome, StateError, Versioned, WorkerLoad};
 pub use topology::{Action, TopologyError, TopologyReport};

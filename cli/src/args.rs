@@ -40,15 +40,11 @@ pub struct Global {
         value_name = "FILE"
     )]
     pub config: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `loom_broker=debug,info`.
-    #[arg(
-        long,
-        env = "LOOM_LOG",
-        global = true,
-        default_value = "info",
-        value_name = "FILTER"
-    )]
-    pub log: String,
+    /// Log filter, e.g. `info` or `loom_broker=debug,info`. Default: `info`
+    /// for the roles (`up`, `scheduler`, `agent`, ...), `warn` for one-shot
+    /// commands.
+    #[arg(long, env = "LOOM_LOG", global = true, value_name = "FILTER")]
+    pub log: Option<String>,
     /// Log line format.
     #[arg(long, env = "LOOM_LOG_FORMAT", global = true, default_value = "text")]
     pub log_format: LogFormat,
@@ -63,6 +59,13 @@ pub enum LogFormat {
     Json,
 }
 
+impl Command {
+    /// Whether the command runs until stopped (a role), rather than once.
+    pub fn is_role(&self) -> bool {
+        matches!(self, Command::Up | Command::Scheduler | Command::Agent(_))
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -74,6 +77,85 @@ pub enum Command {
     Init(InitArgs),
     /// Validate the configuration and print each worker's next fires.
     Check(CheckArgs),
+    /// Run the scheduler role: leader election and fires. Run two or more.
+    Scheduler,
+    /// Run an agent: pull and execute the runs of the workers it serves.
+    Agent(AgentArgs),
+    /// Run a worker now. Prints the run id on the first line.
+    Trigger(TriggerArgs),
+    /// Pause a worker: its fires are recorded as skipped until resumed.
+    Pause(PauseArgs),
+    /// Resume a paused worker (without running the fires it skipped).
+    Resume(WorkerArg),
+    /// Publish the fires of a past range of a worker's schedule.
+    Backfill(BackfillArgs),
+}
+
+/// `loom agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Labels served (overrides agent.labels), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "LABEL,...")]
+    pub labels: Option<Vec<String>>,
+    /// Workers served (overrides agent.workers), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "WORKER,...")]
+    pub workers: Option<Vec<String>>,
+    /// Runs executed at once (overrides agent.concurrency).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+}
+
+/// A worker name.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArg {
+    /// The worker's registry name.
+    pub worker: String,
+}
+
+/// `loom trigger`.
+#[derive(Debug, clap::Args)]
+pub struct TriggerArgs {
+    /// The worker's registry name.
+    pub worker: String,
+    /// A param for the run, `name=value`; repeat for more. Workers see
+    /// `LOOM_PARAM_<NAME>`.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Wait for the run's verdict, print it, and exit non-zero unless it is `valid`.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `loom pause`.
+#[derive(Debug, clap::Args)]
+pub struct PauseArgs {
+    /// The worker's registry name.
+    pub worker: String,
+    /// Until when: an RFC 3339 instant or a duration from now (`2h`, `3d`).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Why, shown in the ledger and on the dashboard.
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+/// `loom backfill`.
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// The worker's registry name.
+    pub worker: String,
+    /// Range start: an RFC 3339 instant or a duration before now (`-3d`).
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
+    pub from: String,
+    /// Range end (inclusive), like --from.
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
+    pub to: String,
+    /// Refuse ranges with more fires than this.
+    #[arg(long, default_value_t = 100)]
+    pub max: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `loom init`.

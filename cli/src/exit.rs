@@ -2,6 +2,7 @@
 
 use loom_broker::{ConnectError, EmbeddedError, TopologyError};
 use loom_config::ConfigError;
+use loom_scheduler::operator::OperatorError;
 
 /// The command failed.
 pub const FAILURE: u8 = 1;
@@ -45,6 +46,13 @@ pub fn code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
         if cause.is::<ConfigError>() || cause.is::<Usage>() {
             return BAD_CONFIG;
+        }
+        if let Some(operator) = cause.downcast_ref::<OperatorError>() {
+            return if operator.is_usage() {
+                BAD_CONFIG
+            } else {
+                BROKER
+            };
         }
         if cause.is::<ConnectError>() || cause.is::<TopologyError>() {
             return BROKER;

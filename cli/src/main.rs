@@ -13,12 +13,13 @@ mod exit;
 mod http;
 mod mesh;
 mod output;
+mod runtime;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = args::Args::parse();
-    output::init_tracing(&args.global);
+    output::init_tracing(&args.global, args.command.is_role());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,7 +16,22 @@ pub const EMBEDDED_URL_FILE: &str = "embedded-nats.url";
 
 /// Loads and validates the configuration named by `--config` / `LOOM_CONFIG`.
 pub fn load_config(global: &Global) -> anyhow::Result<Config> {
-    Ok(loom_config::load(global.config.as_deref())?)
+    load_config_with(global.config.as_deref(), &[])
+}
+
+/// Flags that override configuration keys: (dotted key, value).
+pub type Overrides = Vec<(String, serde_json::Value)>;
+
+/// Loads `file` with the environment and `overrides` on top (flags win).
+pub fn load_config_with(
+    file: Option<&Path>,
+    overrides: &[(String, serde_json::Value)],
+) -> anyhow::Result<Config> {
+    let mut loader = loom_config::Loader::new(file.map(Path::to_path_buf));
+    for (key, value) in overrides {
+        loader = loader.with_override(key, value);
+    }
+    Ok(loader.load()?)
 }
 
 /// The URLs to connect to: `nats.url`, or else the embedded server that a
@@ -53,21 +68,25 @@ pub async fn connect(config: &Config, role: &str) -> anyhow::Result<Broker> {
     Ok(broker)
 }
 
-/// A metrics registry with the process's own metrics (CPU, memory, open
-/// files) and `loom_build_info`.
+/// The process's metrics registry (the default one, where roles register
+/// their families), with the process's own metrics (CPU, memory, open
+/// files) and `loom_build_info` added once.
 pub fn metrics_registry() -> prometheus::Registry {
-    let registry = prometheus::Registry::new();
-    let _ = registry.register(Box::new(
-        prometheus::process_collector::ProcessCollector::for_self(),
-    ));
-    if let Ok(build_info) = prometheus::IntGaugeVec::new(
-        prometheus::Opts::new("loom_build_info", "Loom's version; always 1."),
-        &["version"],
-    ) {
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let _ = registry.register(Box::new(build_info));
-    }
+    static INIT: std::sync::Once = std::sync::Once::new();
+    let registry = prometheus::default_registry().clone();
+    INIT.call_once(|| {
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        if let Ok(build_info) = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("loom_build_info", "Loom's version; always 1."),
+            &["version"],
+        ) {
+            build_info
+                .with_label_values(&[env!("CARGO_PKG_VERSION")])
+                .set(1);
+            let _ = registry.register(Box::new(build_info));
+        }
+    });
     registry
 }

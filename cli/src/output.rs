@@ -3,13 +3,17 @@
 use crate::args::{Global, LogFormat};
 
 /// Installs the tracing subscriber: logs go to stderr, filtered by `--log`.
-pub fn init_tracing(global: &Global) {
+pub fn init_tracing(global: &Global, role: bool) {
+    let log = global
+        .log
+        .clone()
+        .unwrap_or_else(|| if role { "info" } else { "warn" }.to_owned());
     // The NATS client's own connection chatter stays quiet unless asked for:
     // Loom logs connection changes itself.
-    let directives = if global.log.contains("async_nats") {
-        global.log.clone()
+    let directives = if log.contains("async_nats") {
+        log
     } else {
-        format!("{},async_nats=warn", global.log)
+        format!("{log},async_nats=warn")
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));

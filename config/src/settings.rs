@@ -335,6 +335,39 @@ impl Worker {
         }
     }
 
+    /// The delay before retry number `retry` (1 for the first retry):
+    /// `initial * factor^(retry-1)`, capped at `max`, then spread by
+    /// `± jitter` using `unit`, a number in `[0, 1)` (random in production,
+    /// fixed in tests).
+    pub fn retry_delay(&self, retry: u32, unit: f64) -> Duration {
+        let backoff = &self.backoff;
+        let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
+        let base = (backoff.initial.as_secs_f64() * backoff.factor.powi(exponent))
+            .min(backoff.max.as_secs_f64());
+        let spread = base * backoff.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        Duration::from_secs_f64((base + spread).max(0.0))
+    }
+
+    /// By when a run scheduled at `scheduled_at` must have a terminal
+    /// verdict: its starting deadline, every attempt's timeout, the longest
+    /// backoffs between them, an ack wait for each delivery an agent may be
+    /// lost on, and `slack`. Past it the validator declares the run `lost`.
+    pub fn run_deadline(
+        &self,
+        scheduled_at: chrono::DateTime<chrono::Utc>,
+        ack_wait: Duration,
+        slack: Duration,
+    ) -> chrono::DateTime<chrono::Utc> {
+        let attempts = self.retries + 1;
+        let mut budget = self.starting_deadline + self.timeout * attempts + slack;
+        for retry in 1..attempts {
+            budget += self.retry_delay(retry, 1.0);
+        }
+        budget += ack_wait * u32::try_from(LOST_AGENT_REDELIVERIES + 1).unwrap_or(3);
+        let budget = chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::days(365));
+        scheduled_at + budget
+    }
+
     /// A short description of when it runs: the schedule in words, or
     /// `manual only`.
     pub fn schedule_description(&self) -> String {

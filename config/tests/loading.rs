@@ -502,3 +502,38 @@ fn topology_has_a_run_consumer_per_worker() {
             .any(|c| c.durable == "run-report" && c.filter_subject == "loom.run.report")
     );
 }
+
+#[test]
+fn retry_delays_grow_cap_and_spread() {
+    let files = Files::registry(
+        "[workers.a]\ncommand = [\"true\"]\nbackoff = { initial = \"10s\", max = \"60s\", factor = 3.0, jitter = 0.5 }\n",
+    );
+    let config = files.load().expect("loads");
+    let worker = config.registry.get("a").expect("a");
+    let middle = 0.5; // no spread
+    assert_eq!(worker.retry_delay(1, middle), Duration::from_secs(10));
+    assert_eq!(worker.retry_delay(2, middle), Duration::from_secs(30));
+    assert_eq!(
+        worker.retry_delay(3, middle),
+        Duration::from_secs(60),
+        "capped"
+    );
+    assert_eq!(worker.retry_delay(9, middle), Duration::from_secs(60));
+    assert_eq!(worker.retry_delay(1, 0.0), Duration::from_secs(5), "-50%");
+    assert_eq!(worker.retry_delay(1, 1.0), Duration::from_secs(15), "+50%");
+}
+
+#[test]
+fn run_deadline_covers_every_attempt() {
+    let files = Files::registry(
+        "[workers.a]\ncommand = [\"true\"]\ntimeout = \"10m\"\nretries = 2\nstarting_deadline = \"1h\"\nbackoff = { initial = \"1m\", max = \"1m\", jitter = 0.0 }\n",
+    );
+    let config = files.load().expect("loads");
+    let worker = config.registry.get("a").expect("a");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("t")
+        .with_timezone(&chrono::Utc);
+    let deadline = worker.run_deadline(at, Duration::from_secs(30), Duration::from_secs(60));
+    // 1h start + 3 x 10m + 2 x 1m backoff + 3 x 30s ack waits + 1m slack = 1h + 30m + 2m + 1m30s + 1m.
+    assert_eq!((deadline - at).num_seconds(), 3600 + 1800 + 120 + 90 + 60);
+}

@@ -191,7 +191,9 @@ versioned!(
     crate::RunCommand,
     crate::RunResult,
     crate::Verdict,
-    crate::DeadLetter
+    crate::DeadLetter,
+    crate::messages::SkippedFire,
+    crate::messages::CancelRequest
 );
 
 /// A run command as it may arrive on a run subject: every field optional.
@@ -235,11 +237,12 @@ pub struct RunDefaults {
 }
 
 impl RunDefaults {
-    /// Defaults taken now: a fresh UUID v7 and the current time.
-    pub fn now() -> Self {
+    /// Defaults for a message JetStream stored at `sequence` of `stream` at
+    /// `published`: every reader derives the same run id and instant.
+    pub fn for_message(stream: &str, sequence: u64, published: DateTime<Utc>) -> Self {
         RunDefaults {
-            run_id: Uuid::now_v7(),
-            now: Utc::now(),
+            run_id: crate::identity::message_run_id(stream, sequence, published),
+            now: published,
         }
     }
 }

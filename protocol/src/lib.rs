@@ -11,14 +11,17 @@
 //! JetStream API calls).
 
 pub mod codec;
+pub mod identity;
 pub mod messages;
+pub mod metrics;
+pub mod state;
 pub mod subjects;
 pub mod topology;
 
 pub use codec::{DecodeError, EncodeError};
 pub use messages::{
-    AttemptSummary, DeadLetter, DeadLetterReason, Outcome, RunCommand, RunResult, Trigger, Verdict,
-    VerdictKind, WorkflowRef,
+    AttemptSummary, CancelRequest, DeadLetter, DeadLetterReason, Outcome, RunCommand, RunResult,
+    SkipReason, SkippedFire, Trigger, Verdict, VerdictKind, WorkflowRef,
 };
 pub use subjects::Subjects;
 

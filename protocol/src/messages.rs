@@ -325,3 +325,96 @@ pub struct DeadLetter {
     /// The run that replayed this one, once `loom dlq replay` did.
     pub replayed_by: Option<Uuid>,
 }
+
+/// Why a fire did not run: the ledger of what did not run is as visible as
+/// what did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A run of the worker was in flight (`overlap = "skip"` or `"buffer_one"`).
+    Overlap,
+    /// The local time did not exist (spring forward) and `dst_gap = "skip"`.
+    DstGap,
+    /// The worker was paused.
+    Paused,
+    /// The fire was past its starting deadline when the scheduler could
+    /// publish it (also dead-lettered as `missed`).
+    Missed,
+    /// The worker is disabled.
+    Disabled,
+    /// A newer fire ran instead, by the worker's catch-up policy (`last`, `none`).
+    CatchUp,
+}
+
+impl SkipReason {
+    /// The name used on the wire and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Overlap => "overlap",
+            SkipReason::DstGap => "dst_gap",
+            SkipReason::Paused => "paused",
+            SkipReason::Missed => "missed",
+            SkipReason::Disabled => "disabled",
+            SkipReason::CatchUp => "catch_up",
+        }
+    }
+}
+
+/// One entry of the ledger of fires that did not run, on
+/// `<prefix>.skipped.<worker>`. Many skips in a row (a long pause, a long
+/// outage) are summarised in one entry with a `count` and a `last` instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedFire {
+    /// Wire version.
+    pub v: u32,
+    /// The worker.
+    pub worker: String,
+    /// The (first) fire instant that did not run.
+    pub scheduled_at: DateTime<Utc>,
+    /// Why.
+    pub reason: SkipReason,
+    /// One sentence with the circumstances.
+    pub detail: String,
+    /// How many fires this entry stands for (1 unless summarised).
+    pub count: u64,
+    /// The last fire instant this entry stands for, when `count > 1`.
+    pub last: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// A request to cancel runs of a worker, on `<prefix>.cancel.<worker>`.
+///
+/// Agents cancel a matching run they are executing and refuse matching runs
+/// they receive later (they replay recent requests when they start), so a
+/// cancel reaches queued runs too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Wire version.
+    pub v: u32,
+    /// The worker whose runs are cancelled.
+    pub worker: String,
+    /// One run (`loom cancel <run-id>`).
+    pub run_id: Option<Uuid>,
+    /// Every run scheduled before this instant, except `keep` (overlap `replace`).
+    pub before: Option<DateTime<Utc>>,
+    /// A run never cancelled by this request: the one that replaces the others.
+    pub keep: Option<Uuid>,
+    /// Why, for the result and the logs.
+    pub reason: String,
+    /// When it was requested.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl CancelRequest {
+    /// Whether this request cancels `command`.
+    pub fn matches(&self, command: &RunCommand) -> bool {
+        if command.worker != self.worker || self.keep == Some(command.run_id) {
+            return false;
+        }
+        self.run_id == Some(command.run_id)
+            || self
+                .before
+                .is_some_and(|before| command.scheduled_at < before)
+    }
+}

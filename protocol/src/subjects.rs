@@ -64,6 +64,10 @@ pub enum SubjectKind {
     Verdict,
     /// `<prefix>.dlq.<worker>`: dead letters.
     DeadLetter,
+    /// `<prefix>.skipped.<worker>`: the ledger of fires that did not run.
+    Skipped,
+    /// `<prefix>.cancel.<worker>`: requests to cancel runs.
+    Cancel,
 }
 
 impl SubjectKind {
@@ -74,6 +78,8 @@ impl SubjectKind {
             SubjectKind::Result => "result",
             SubjectKind::Verdict => "verdict",
             SubjectKind::DeadLetter => "dlq",
+            SubjectKind::Skipped => "skipped",
+            SubjectKind::Cancel => "cancel",
         }
     }
 }
@@ -120,6 +126,16 @@ impl Subjects {
     /// `<prefix>.dlq.<worker>`.
     pub fn dead_letter(&self, worker: &str) -> String {
         self.for_worker(SubjectKind::DeadLetter, worker)
+    }
+
+    /// `<prefix>.skipped.<worker>`.
+    pub fn skipped(&self, worker: &str) -> String {
+        self.for_worker(SubjectKind::Skipped, worker)
+    }
+
+    /// `<prefix>.cancel.<worker>`.
+    pub fn cancel(&self, worker: &str) -> String {
+        self.for_worker(SubjectKind::Cancel, worker)
     }
 
     /// The worker token of a subject of the given kind, if `subject` is one.

@@ -19,9 +19,11 @@
 //!   dead-lettering) until the validator moves it to the dead-letter stream.
 //!   The duplicate window makes `Nats-Msg-Id: <worker>@<instant>` drop a fire
 //!   published twice across a leader failover.
-//! - **Results** (`<P>_RESULTS`: `<prefix>.result.*` and `<prefix>.verdict.*`)
-//!   use *limits* retention for the configured history time: the run history
-//!   that `loom runs` and the dashboard read.
+//! - **Results** (`<P>_RESULTS`: `<prefix>.result.*`, `<prefix>.verdict.*`,
+//!   `<prefix>.skipped.*` and `<prefix>.cancel.*`) use *limits* retention for
+//!   the configured history time: the run history that `loom runs` and the
+//!   dashboard read, including the ledger of fires that did not run, and the
+//!   cancel requests agents replay when they start.
 //! - **Dead letters** (`<P>_DLQ`, `<prefix>.dlq.*`) use limits retention with
 //!   a longer age: dead letters are evidence and are replayed from here.
 //! - **Advisories** (`<P>_ADVISORIES`) capture JetStream's max-deliveries
@@ -265,10 +267,12 @@ impl Topology {
             ),
             stream(
                 names.results_stream(),
-                "Loom run results and verdicts: the run history",
+                "Loom run results, verdicts, skipped fires and cancel requests: the run history",
                 vec![
                     subjects.all(SubjectKind::Result),
                     subjects.all(SubjectKind::Verdict),
+                    subjects.all(SubjectKind::Skipped),
+                    subjects.all(SubjectKind::Cancel),
                 ],
                 Retention::Limits,
                 settings.history,
@@ -417,7 +421,12 @@ mod tests {
         assert_eq!(topology.streams[0].retention, Retention::Interest);
         assert_eq!(
             topology.streams[1].subjects,
-            ["loom.result.*", "loom.verdict.*"]
+            [
+                "loom.result.*",
+                "loom.verdict.*",
+                "loom.skipped.*",
+                "loom.cancel.*"
+            ]
         );
         assert_eq!(topology.streams[2].subjects, ["loom.dlq.*"]);
         assert_eq!(

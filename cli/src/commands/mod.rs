@@ -1,7 +1,13 @@
 //! One module per subcommand; [`run`] dispatches and owns the shutdown signal.
 
+mod agent;
+mod backfill;
 mod check;
 mod init;
+mod pause;
+pub(crate) mod roles;
+mod scheduler;
+mod trigger;
 mod up;
 
 use tokio_util::sync::CancellationToken;
@@ -14,7 +20,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Up => up::run(&args.global, shutdown_on_signal()).await,
         Command::Init(init) => init::run(&args.global, init).await,
         Command::Check(check) => check::run(&args.global, check),
+        Command::Scheduler => scheduler::run(&args.global, shutdown_on_signal()).await,
+        Command::Agent(agent) => agent::run(&args.global, agent, shutdown_on_signal()).await,
+        Command::Trigger(trigger) => trigger::run(&args.global, trigger).await,
+        Command::Pause(pause) => pause::pause(&args.global, pause).await,
+        Command::Resume(resume) => pause::resume(&args.global, resume).await,
+        Command::Backfill(backfill) => backfill::run(&args.global, backfill).await,
     }
+}
+
+/// Parses an instant: RFC 3339, `now`, or a duration relative to now
+/// (`2h` or `+2h` ahead, `-3d` back).
+pub(crate) fn parse_when(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::SubsecRound;
+    let now = chrono::Utc::now().trunc_subsecs(0);
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Ok(instant) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(instant.with_timezone(&chrono::Utc));
+    }
+    let (sign, duration) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let duration = humantime::parse_duration(duration).map_err(|_| {
+        crate::exit::Usage(format!(
+            "{text:?} is neither an RFC 3339 instant (2026-11-24T09:00:00Z) nor a duration from now (2h, -3d)"
+        ))
+    })?;
+    let duration = chrono::Duration::from_std(duration)?;
+    Ok(if sign < 0 {
+        now - duration
+    } else {
+        now + duration
+    })
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM. Only the binary installs
