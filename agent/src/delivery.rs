@@ -132,6 +132,18 @@ pub async fn handle(shared: Arc<Shared>, worker_name: String, message: Message) 
     };
     metrics::AGENT_INFLIGHT.dec();
 
+    let mut execution = execution;
+    if let Some(StopReason::Cancelled(reason)) = running.reason.get()
+        && execution.outcome == Outcome::Cancelled
+    {
+        // Say why, as the last line of stderr: the verdict's reason quotes it.
+        if !execution.stderr_tail.is_empty() && !execution.stderr_tail.ends_with('\n') {
+            execution.stderr_tail.push('\n');
+        }
+        execution
+            .stderr_tail
+            .push_str(&format!("cancelled: {reason}"));
+    }
     if running.reason.get() == Some(&StopReason::Drain) {
         // Not a result: the attempt was interrupted. Another agent takes it now.
         heartbeat.abort();
@@ -206,7 +218,9 @@ async fn finish(
         refused: execution.refused.is_some(),
     };
     let duration = execution.duration_ms() as f64 / 1000.0;
-    let result = execution.into_result(command, attempt, &shared.agent_id, digest);
+    let decision = acknowledge(worker, attempt, ended, fastrand::f64());
+    let mut result = execution.into_result(command, attempt, &shared.agent_id, digest);
+    result.last_attempt = !matches!(decision, Acknowledge::Retry(_));
     metrics::RUNS_FINISHED
         .with_label_values(&[&worker.name, result.outcome.as_str()])
         .inc();
@@ -219,7 +233,6 @@ async fn finish(
         tracing::error!(%error, run_id = %command.run_id, "cannot store the run's result; leaving the delivery unacknowledged");
         return;
     }
-    let decision = acknowledge(worker, attempt, ended, fastrand::f64());
     let kind = match decision {
         Acknowledge::Ack => AckKind::Ack,
         Acknowledge::Retry(delay) => AckKind::Nak(Some(delay)),

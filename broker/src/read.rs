@@ -110,3 +110,100 @@ impl Broker {
         Ok(messages)
     }
 }
+
+impl Broker {
+    /// The durable pull consumer `durable` of `stream`.
+    pub async fn durable(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, ReadError> {
+        let fail = |detail: String| ReadError {
+            stream: stream.to_owned(),
+            filter: durable.to_owned(),
+            detail,
+        };
+        let handle = self
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        handle
+            .get_consumer(durable)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// The message stored at `sequence` of `stream`, if it is still there.
+    pub async fn stored_message(
+        &self,
+        stream: &str,
+        sequence: u64,
+    ) -> Result<Option<StoredMessage>, ReadError> {
+        let fail = |detail: String| ReadError {
+            stream: stream.to_owned(),
+            filter: format!("#{sequence}"),
+            detail,
+        };
+        let handle = self
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        match handle.direct_get(sequence).await {
+            Ok(message) => Ok(Some(StoredMessage {
+                subject: message.subject.to_string(),
+                headers: Some(message.headers),
+                payload: message.payload,
+                sequence: message.sequence,
+                stored_at: chrono::DateTime::from_timestamp_nanos(
+                    i64::try_from(message.time.unix_timestamp_nanos()).unwrap_or(0),
+                ),
+            })),
+            Err(error)
+                if error.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(fail(error.to_string())),
+        }
+    }
+
+    /// Deletes the message at `sequence` of `stream`; whether it was there.
+    pub async fn delete_stored(&self, stream: &str, sequence: u64) -> Result<bool, ReadError> {
+        let fail = |detail: String| ReadError {
+            stream: stream.to_owned(),
+            filter: format!("#{sequence}"),
+            detail,
+        };
+        let handle = self
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        handle
+            .delete_message(sequence)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// Removes every message of `stream` on subjects matching `filter`; how many.
+    pub async fn purge(&self, stream: &str, filter: &str) -> Result<u64, ReadError> {
+        let fail = |detail: String| ReadError {
+            stream: stream.to_owned(),
+            filter: filter.to_owned(),
+            detail,
+        };
+        let handle = self
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let response = handle
+            .purge()
+            .filter(filter)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(response.purged)
+    }
+}

@@ -62,7 +62,10 @@ pub enum LogFormat {
 impl Command {
     /// Whether the command runs until stopped (a role), rather than once.
     pub fn is_role(&self) -> bool {
-        matches!(self, Command::Up | Command::Scheduler | Command::Agent(_))
+        matches!(
+            self,
+            Command::Up | Command::Scheduler | Command::Agent(_) | Command::Validator
+        )
     }
 }
 
@@ -81,6 +84,15 @@ pub enum Command {
     Scheduler,
     /// Run an agent: pull and execute the runs of the workers it serves.
     Agent(AgentArgs),
+    /// Run the validator: verdicts, the watchdog, dead letters. Run one or more.
+    Validator,
+    /// Show a worker's recent runs.
+    Runs(RunsArgs),
+    /// Cancel a run: the agent running it stops it.
+    Cancel(CancelArgs),
+    /// Dead letters: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Run a worker now. Prints the run id on the first line.
     Trigger(TriggerArgs),
     /// Pause a worker: its fires are recorded as skipped until resumed.
@@ -103,6 +115,65 @@ pub struct AgentArgs {
     /// Runs executed at once (overrides agent.concurrency).
     #[arg(long)]
     pub concurrency: Option<u32>,
+}
+
+/// `loom runs`.
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// The worker's registry name.
+    pub worker: String,
+    /// How many runs to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print the runs as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `loom cancel`.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The run's id.
+    pub run_id: uuid::Uuid,
+    /// Why, recorded in the run's result.
+    #[arg(long, default_value = "cancelled by an operator (loom cancel)")]
+    pub reason: String,
+}
+
+/// `loom dlq`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// Only this worker's.
+        #[arg(long)]
+        worker: Option<String>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter in full (JSON).
+    Show {
+        /// The dead run's id.
+        run_id: uuid::Uuid,
+    },
+    /// Run dead runs again, as new runs linked by `replay_of`.
+    Replay {
+        /// One dead run.
+        run_id: Option<uuid::Uuid>,
+        /// Every not yet replayed dead letter of this worker.
+        #[arg(long, conflicts_with = "run_id")]
+        worker: Option<String>,
+        /// Every not yet replayed dead letter.
+        #[arg(long, conflicts_with_all = ["run_id", "worker"])]
+        all: bool,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// Only this worker's.
+        #[arg(long)]
+        worker: Option<String>,
+    },
 }
 
 /// A worker name.

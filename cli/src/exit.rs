@@ -3,6 +3,7 @@
 use loom_broker::{ConnectError, EmbeddedError, TopologyError};
 use loom_config::ConfigError;
 use loom_scheduler::operator::OperatorError;
+use loom_validator::history::HistoryError;
 
 /// The command failed.
 pub const FAILURE: u8 = 1;
@@ -49,6 +50,13 @@ pub fn code(error: &anyhow::Error) -> u8 {
         }
         if let Some(operator) = cause.downcast_ref::<OperatorError>() {
             return if operator.is_usage() {
+                BAD_CONFIG
+            } else {
+                BROKER
+            };
+        }
+        if let Some(history) = cause.downcast_ref::<HistoryError>() {
+            return if history.is_usage() {
                 BAD_CONFIG
             } else {
                 BROKER

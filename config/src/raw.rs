@@ -263,6 +263,8 @@ pub struct RawWorker {
     pub secrets: Vec<String>,
     /// Name of the enforcement bundle the worker runs with.
     pub enforcement: Option<String>,
+    /// Alert only once this many runs in a row have failed. Default 1.
+    pub alert_after: Option<u32>,
     /// The output contract.
     pub output: Option<RawOutput>,
 }

@@ -316,6 +316,8 @@ pub struct Worker {
     pub secrets: Vec<String>,
     /// Enforcement bundle name.
     pub enforcement: Option<String>,
+    /// Consecutive failed runs before Klaxon alerts.
+    pub alert_after: NonZeroU32,
     /// Output contract.
     pub output: OutputContract,
 }

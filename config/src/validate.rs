@@ -639,6 +639,8 @@ fn worker(
         env: raw.env,
         secrets: raw.secrets,
         enforcement: raw.enforcement,
+        alert_after: NonZeroU32::new(raw.alert_after.unwrap_or(1))
+            .ok_or_else(|| fail("alert_after", "must be at least 1".to_owned()))?,
         output: OutputContract {
             format,
             max_bytes,

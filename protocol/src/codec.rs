@@ -378,6 +378,7 @@ mod tests {
             max_rss_kb: 2048,
             enforcement_digest: None,
             cost: BTreeMap::from([("usd".to_owned(), 0.25)]),
+            last_attempt: true,
         };
         let json = encode_json(&result);
         let value: serde_json::Value = serde_json::from_slice(&json).expect("json");

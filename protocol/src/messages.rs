@@ -178,6 +178,11 @@ pub struct RunResult {
     pub enforcement_digest: Option<String>,
     /// Costs the worker reported (e.g. `usd`, `tokens`), summed into reports.
     pub cost: BTreeMap<String, f64>,
+    /// Whether the agent will not deliver this run again: it succeeded, was
+    /// cancelled, failed permanently, or used its last attempt. The validator
+    /// gives a verdict only on the last attempt.
+    #[serde(default)]
+    pub last_attempt: bool,
 }
 
 /// The validator's judgement of a run.

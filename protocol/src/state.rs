@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::messages::{AttemptSummary, RunCommand, Trigger, VerdictKind};
+
 /// Key of the leader lease in the leader bucket.
 pub const LEADER_KEY: &str = "scheduler";
 
@@ -20,6 +22,28 @@ pub fn fire_key(worker: &str) -> String {
 /// Key of a worker's pause: `pause.<worker>`.
 pub fn pause_key(worker: &str) -> String {
     format!("pause.{worker}")
+}
+
+/// Key of a worker's health, kept by the validator: `health.<worker>`.
+pub fn health_key(worker: &str) -> String {
+    format!("health.{worker}")
+}
+
+/// Key of a run's state in the runs bucket: `run.<worker>.<run_id>`, so one
+/// worker's history reads with a subject filter.
+pub fn run_key(worker: &str, run_id: Uuid) -> String {
+    format!("run.{worker}.{run_id}")
+}
+
+/// Key of the index from a run id to its worker: `id.<run_id>`.
+pub fn run_index_key(run_id: Uuid) -> String {
+    format!("id.{run_id}")
+}
+
+/// Key marking a run as open (no verdict yet) in the runs bucket:
+/// `open.<run_id>`. The watchdog loads only these.
+pub fn open_key(run_id: Uuid) -> String {
+    format!("open.{run_id}")
 }
 
 /// Key of the current digest of an enforcement bundle: `bundle.<name>`.
@@ -73,4 +97,76 @@ pub struct BundleRef {
     pub size: u64,
     /// When this version was published.
     pub published_at: DateTime<Utc>,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Published; no attempt has reported yet.
+    Queued,
+    /// An attempt failed and another will follow.
+    Retrying,
+    /// It has its verdict.
+    Done,
+}
+
+/// A run's state, kept by the validator under the run id: the run history
+/// that `loom runs` and the dashboard read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its worker.
+    pub worker: String,
+    /// Why it exists.
+    pub trigger: Trigger,
+    /// Its scheduled instant.
+    pub scheduled_at: DateTime<Utc>,
+    /// By when it must have a verdict.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Its command, once the validator has seen it.
+    pub command: Option<RunCommand>,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// Every attempt so far, oldest first.
+    pub attempts: Vec<AttemptSummary>,
+    /// Its verdict, once given.
+    pub verdict: Option<VerdictKind>,
+    /// Why, with the verdict.
+    pub reason: Option<String>,
+    /// When the verdict was given.
+    pub verdict_at: Option<DateTime<Utc>>,
+    /// The last attempt's stdout tail (bounded), for people.
+    pub stdout_tail: String,
+    /// The last attempt's stderr tail (bounded), for people.
+    pub stderr_tail: String,
+    /// Costs reported, summed over attempts.
+    pub cost: std::collections::BTreeMap<String, f64>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The watchdog's entry for an open run: `open.<run_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRun {
+    /// Its worker.
+    pub worker: String,
+    /// By when it must have a verdict.
+    pub deadline: DateTime<Utc>,
+}
+
+/// A worker's health, kept by the validator: `health.<worker>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHealth {
+    /// The last run with a verdict.
+    pub last_run_id: Option<Uuid>,
+    /// When that verdict was given.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// That verdict.
+    pub last_verdict: Option<VerdictKind>,
+    /// When the last valid run got its verdict.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Runs in a row without a valid verdict (cancelled runs do not count).
+    pub consecutive_failures: u32,
 }

@@ -245,16 +245,16 @@ impl FireLoop {
             catching_up += plan.run.len();
             self.add_entry(worker.clone(), now.max(last));
             self.record_missed(&worker, &plan.missed, now).await;
-            for (instant, reason) in &plan.not_run {
-                let detail = match reason {
+            for not_run in &plan.not_run {
+                let detail = match not_run.reason {
                     SkipReason::CatchUp => format!(
                         "missed while the scheduler was down; catch_up = \"{}\" ran a later fire instead",
                         catch_up_name(worker.catch_up)
                     ),
-                    _ => "the local time does not exist (daylight saving) and dst_gap = \"skip\""
-                        .to_owned(),
+                    _ => dst_gap_detail(not_run.local, &worker),
                 };
-                self.not_run(&worker, *instant, *reason, detail, None).await;
+                self.not_run(&worker, not_run.instant, not_run.reason, detail, None)
+                    .await;
             }
             for instant in plan.run {
                 self.handle_fire(&worker, instant, now).await;
@@ -358,11 +358,7 @@ impl FireLoop {
             match occurrence.kind {
                 OccurrenceKind::Fire => self.handle_fire(&worker, occurrence.instant, now).await,
                 OccurrenceKind::Skipped(_) => {
-                    let detail = format!(
-                        "the local time {} does not exist in {} (daylight saving) and dst_gap = \"skip\"",
-                        occurrence.local,
-                        worker.timezone.name()
-                    );
+                    let detail = dst_gap_detail(occurrence.local, &worker);
                     self.not_run(
                         &worker,
                         occurrence.instant,
@@ -709,7 +705,15 @@ fn same_worker(a: &Worker, b: &Worker) -> bool {
         && a.env == b.env
         && a.secrets == b.secrets
         && a.enforcement == b.enforcement
+        && a.alert_after == b.alert_after
         && a.output == b.output
+}
+
+fn dst_gap_detail(local: chrono::NaiveDateTime, worker: &Worker) -> String {
+    format!(
+        "the local time {local} does not exist in {} (daylight saving) and dst_gap = \"skip\"",
+        worker.timezone.name()
+    )
 }
 
 fn catch_up_name(policy: loom_config::CatchUp) -> &'static str {

@@ -14,7 +14,7 @@ use loom_config::schedule::OccurrenceKind;
 use loom_config::{Config, Worker};
 use loom_protocol::codec::encode;
 use loom_protocol::identity::{fire_msg_id, fire_run_id};
-use loom_protocol::state::{BundleRef, Pause, bundle_key, pause_key};
+use loom_protocol::state::{BundleRef, Pause, bundle_key, pause_key, run_key};
 use loom_protocol::{RunCommand, Trigger};
 use uuid::Uuid;
 
@@ -246,7 +246,7 @@ pub async fn backfill(
     for instant in fires {
         let run_id = fire_run_id(&worker.name, instant);
         if runs
-            .get::<serde_json::Value>(&run_id.to_string())
+            .get::<serde_json::Value>(&run_key(&worker.name, run_id))
             .await?
             .is_some()
         {

@@ -37,13 +37,24 @@ impl Missed {
     }
 }
 
+/// A fire within the starting deadline that does not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRun {
+    /// Its instant.
+    pub instant: DateTime<Utc>,
+    /// Why it does not run.
+    pub reason: SkipReason,
+    /// The local time it stands for, in the schedule's zone.
+    pub local: chrono::NaiveDateTime,
+}
+
 /// What a new leader does with the fires since the last one handled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatchUpPlan {
     /// Fires to publish now, oldest first.
     pub run: Vec<DateTime<Utc>>,
     /// Fires within the starting deadline that do not run, with why.
-    pub not_run: Vec<(DateTime<Utc>, SkipReason)>,
+    pub not_run: Vec<NotRun>,
     /// Fires past their starting deadline.
     pub missed: Missed,
 }
@@ -116,12 +127,20 @@ pub fn plan_catch_up(
     for occurrence in due {
         let instant = occurrence.instant;
         match occurrence.kind {
-            OccurrenceKind::Skipped(_) => plan.not_run.push((instant, SkipReason::DstGap)),
+            OccurrenceKind::Skipped(_) => plan.not_run.push(NotRun {
+                instant,
+                reason: SkipReason::DstGap,
+                local: occurrence.local,
+            }),
             OccurrenceKind::Fire if instant >= grace_start => plan.run.push(instant),
             OccurrenceKind::Fire => match policy {
                 CatchUp::All => plan.run.push(instant),
                 CatchUp::Last if Some(instant) == latest_catch_up => plan.run.push(instant),
-                CatchUp::Last => plan.not_run.push((instant, SkipReason::CatchUp)),
+                CatchUp::Last => plan.not_run.push(NotRun {
+                    instant,
+                    reason: SkipReason::CatchUp,
+                    local: occurrence.local,
+                }),
                 CatchUp::None => plan.missed.listed.push(instant),
             },
         }
@@ -230,8 +249,9 @@ mod tests {
     fn last_runs_only_the_most_recent() {
         let plan = outage(CatchUp::Last, 5 * MIN);
         assert_eq!(plan.run, minutes(10..=10));
+        let not_run: Vec<_> = plan.not_run.iter().map(|n| (n.instant, n.reason)).collect();
         assert_eq!(
-            plan.not_run,
+            not_run,
             minutes(6..=9)
                 .into_iter()
                 .map(|t| (t, SkipReason::CatchUp))
@@ -317,10 +337,12 @@ mod tests {
             3 * 60 * MIN,
             Duration::from_secs(10),
         );
+        assert_eq!(plan.not_run.len(), 1);
         assert_eq!(
-            plan.not_run,
-            vec![(at("2026-03-08T08:00:00Z"), SkipReason::DstGap)]
+            (plan.not_run[0].instant, plan.not_run[0].reason),
+            (at("2026-03-08T08:00:00Z"), SkipReason::DstGap)
         );
+        assert_eq!(plan.not_run[0].local.to_string(), "2026-03-08 02:30:00");
         assert!(plan.run.is_empty());
     }
 

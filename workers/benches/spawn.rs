@@ -164,6 +164,7 @@ fn true_worker() -> Worker {
         env: BTreeMap::new(),
         secrets: Vec::new(),
         enforcement: None,
+        alert_after: NonZeroU32::MIN,
         output: OutputContract {
             format: OutputFormat::Text,
             max_bytes: 1 << 20,

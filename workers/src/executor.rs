@@ -235,6 +235,8 @@ impl Execution {
             max_rss_kb: self.max_rss_kb,
             enforcement_digest,
             cost: self.cost,
+            // The agent decides retries; it sets this before publishing.
+            last_attempt: false,
         }
     }
 }

@@ -487,6 +487,7 @@ fn into_result_fills_every_field() {
         max_rss_kb: 40,
         enforcement_digest: Some("ab".repeat(32)),
         cost: BTreeMap::from([("usd".to_owned(), 0.5)]),
+        last_attempt: false,
     };
     assert_eq!(result, expected);
 }

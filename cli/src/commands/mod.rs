@@ -2,13 +2,17 @@
 
 mod agent;
 mod backfill;
+mod cancel;
 mod check;
+mod dlq;
 mod init;
 mod pause;
 pub(crate) mod roles;
+mod runs;
 mod scheduler;
 mod trigger;
 mod up;
+mod validator;
 
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +26,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Check(check) => check::run(&args.global, check),
         Command::Scheduler => scheduler::run(&args.global, shutdown_on_signal()).await,
         Command::Agent(agent) => agent::run(&args.global, agent, shutdown_on_signal()).await,
+        Command::Validator => validator::run(&args.global, shutdown_on_signal()).await,
+        Command::Runs(runs) => runs::run(&args.global, runs).await,
+        Command::Cancel(cancel) => cancel::run(&args.global, cancel).await,
+        Command::Dlq(dlq) => dlq::run(&args.global, dlq).await,
         Command::Trigger(trigger) => trigger::run(&args.global, trigger).await,
         Command::Pause(pause) => pause::pause(&args.global, pause).await,
         Command::Resume(resume) => pause::resume(&args.global, resume).await,

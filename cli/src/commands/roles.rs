@@ -27,3 +27,15 @@ pub fn spawn_agent(runtime: &Runtime, options: loom_agent::AgentOptions) {
         Ok(())
     });
 }
+
+/// Starts the validator role.
+pub fn spawn_validator(runtime: &Runtime) {
+    let (broker, config, shutdown) = (
+        runtime.broker.clone(),
+        runtime.config.clone(),
+        runtime.shutdown.clone(),
+    );
+    runtime.spawn_role("validator", async move {
+        Ok(loom_validator::run(broker, config, shutdown).await?)
+    });
+}

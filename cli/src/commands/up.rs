@@ -12,6 +12,7 @@ pub async fn run(global: &Global, shutdown: CancellationToken) -> anyhow::Result
     let runtime = Runtime::start(global, "up", Topology::Apply, true, shutdown).await?;
     roles::spawn_scheduler(&runtime);
     roles::spawn_agent(&runtime, loom_agent::AgentOptions { all_labels: true });
+    roles::spawn_validator(&runtime);
     tracing::info!(
         workers = runtime.config.borrow().registry.len(),
         "loom up is ready"

@@ -47,6 +47,7 @@ pub fn worker(argv: &[&str]) -> Worker {
         env: BTreeMap::new(),
         secrets: Vec::new(),
         enforcement: None,
+        alert_after: NonZeroU32::MIN,
         output: OutputContract {
             format: OutputFormat::Text,
             max_bytes: 1 << 20,
