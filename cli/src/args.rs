@@ -86,6 +86,8 @@ pub enum Command {
     Agent(AgentArgs),
     /// Run the validator: verdicts, the watchdog, dead letters. Run one or more.
     Validator,
+    /// Run Klaxon: dead letters become alerts. Run one or more.
+    Klaxon,
     /// Show a worker's recent runs.
     Runs(RunsArgs),
     /// Cancel a run: the agent running it stops it.
@@ -93,6 +95,9 @@ pub enum Command {
     /// Dead letters: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Enforcement bundles.
+    #[command(subcommand)]
+    Enforcement(EnforcementCommand),
     /// Run a worker now. Prints the run id on the first line.
     Trigger(TriggerArgs),
     /// Pause a worker: its fires are recorded as skipped until resumed.
@@ -138,6 +143,17 @@ pub struct CancelArgs {
     /// Why, recorded in the run's result.
     #[arg(long, default_value = "cancelled by an operator (loom cancel)")]
     pub reason: String,
+}
+
+/// `loom enforcement`.
+#[derive(Debug, Subcommand)]
+pub enum EnforcementCommand {
+    /// Publish the bundles the registry's workers name, from enforcement.dir.
+    Push {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `loom dlq`.

@@ -13,13 +13,16 @@
 //! - [`sinks`]: where notifications go, each delivered once or with retries
 //!   and exponential backoff.
 //!
-//! Nothing here talks to NATS: consuming dead letters, watching verdicts and
-//! persisting [`GroupState`] belong to the role's wiring.
+//! - [`role`]: the wiring to the mesh: consuming dead letters and verdicts,
+//!   persisting [`GroupState`], calling the sinks. Everything above it is
+//!   free of NATS.
 
 pub mod alert;
 pub mod group;
+pub mod role;
 pub mod sinks;
 
 pub use alert::{Alert, AlertKey, AlertStatus, Severity};
 pub use group::{GroupState, on_dead_letter, on_recovery};
+pub use role::{KlaxonError, run};
 pub use sinks::{RetryPolicy, SinkError, SinkKind};

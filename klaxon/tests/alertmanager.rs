@@ -54,7 +54,7 @@ async fn eventually(
 
 #[tokio::test]
 async fn a_firing_alert_becomes_active_and_its_resolution_ends_it() {
-    let alertmanager = Alertmanager::start().await;
+    let alertmanager = Alertmanager::start();
     let sink = sinks::build(&loom_config::Sink::Alertmanager {
         url: alertmanager.url(),
     })
@@ -133,7 +133,7 @@ async fn a_firing_alert_becomes_active_and_its_resolution_ends_it() {
 
 #[tokio::test]
 async fn an_alert_alertmanager_refuses_is_not_retried() {
-    let alertmanager = Alertmanager::start().await;
+    let alertmanager = Alertmanager::start();
     let sink = sinks::build(&loom_config::Sink::Alertmanager {
         url: format!("{}/", alertmanager.url()),
     })

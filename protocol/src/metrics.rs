@@ -40,6 +40,8 @@ pub const SCHEDULER_IS_LEADER: &str = "loom_scheduler_is_leader";
 pub const AGENT_INFLIGHT_RUNS: &str = "loom_agent_inflight_runs";
 /// `loom_klaxon_alerts_sent_total{sink}`.
 pub const KLAXON_ALERTS_SENT_TOTAL: &str = "loom_klaxon_alerts_sent_total";
+/// `loom_klaxon_delivery_failures_total{sink}`: alerts a sink never took.
+pub const KLAXON_DELIVERY_FAILURES_TOTAL: &str = "loom_klaxon_delivery_failures_total";
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C) -> C {
     // Registering can only fail for a duplicate name, which these statics rule out.
@@ -200,6 +202,15 @@ pub static KLAXON_ALERTS_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         KLAXON_ALERTS_SENT_TOTAL,
         "Alert notifications delivered, by sink.",
+        &["sink"],
+    )
+});
+
+/// Alerts a sink never took, after all retries.
+pub static KLAXON_DELIVERY_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        KLAXON_DELIVERY_FAILURES_TOTAL,
+        "Alert notifications a sink did not take after every retry, by sink.",
         &["sink"],
     )
 });

@@ -46,6 +46,17 @@ pub fn open_key(run_id: Uuid) -> String {
     format!("open.{run_id}")
 }
 
+/// Key of one alert group's state, kept by Klaxon: `alert.<worker>.<reason>`.
+pub fn alert_key(worker: &str, reason: &str) -> String {
+    format!("alert.{worker}.{reason}")
+}
+
+/// Key of Klaxon's count of a worker's dead letters since its last valid
+/// run: `failures.<worker>`.
+pub fn failures_key(worker: &str) -> String {
+    format!("failures.{worker}")
+}
+
 /// Key of the current digest of an enforcement bundle: `bundle.<name>`.
 pub fn bundle_key(name: &str) -> String {
     format!("bundle.{name}")

@@ -340,6 +340,12 @@ impl Topology {
                 "every dead letter, for Klaxon's alerts",
                 subjects.all(SubjectKind::DeadLetter),
             ),
+            reader(
+                names.results_stream(),
+                names.klaxon_consumer(),
+                "every verdict, for Klaxon to resolve alerts on recovery",
+                subjects.all(SubjectKind::Verdict),
+            ),
         ]);
 
         let bucket = |name: String, description: &str, max_age, limit_markers| BucketSpec {

@@ -442,10 +442,15 @@ impl FireLoop {
     /// letters, one per listed fire and one summary for the rest.
     async fn record_missed(&mut self, worker: &Arc<Worker>, missed: &Missed, now: DateTime<Utc>) {
         let deadline = humantime::format_duration(worker.starting_deadline);
+        let at =
+            |instant: DateTime<Utc>| instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         if let Some((first, last, count)) = missed.summarised {
             let at_least = if missed.capped { "at least " } else { "" };
             let detail = format!(
-                "{at_least}{count} fires from {first} to {last} were not run: the scheduler could publish them only at {now}, past their starting deadline of {deadline}"
+                "{at_least}{count} fires from {} to {} were not run: the scheduler could publish them only at {}, past their starting deadline of {deadline}",
+                at(first),
+                at(last),
+                at(now)
             );
             let mut entry =
                 dispatch::skipped(&worker.name, first, SkipReason::Missed, detail.clone());
@@ -464,7 +469,9 @@ impl FireLoop {
         }
         for &instant in &missed.listed {
             let detail = format!(
-                "the fire at {instant} was not run: the scheduler could publish it only at {now}, past its starting deadline of {deadline}"
+                "the fire at {} was not run: the scheduler could publish it only at {}, past its starting deadline of {deadline}",
+                at(instant),
+                at(now)
             );
             let entry =
                 dispatch::skipped(&worker.name, instant, SkipReason::Missed, detail.clone());

@@ -11,6 +11,7 @@
 //! so a standby takes over at once.
 
 mod dispatch;
+pub mod enforcement;
 mod fire_loop;
 pub mod lease;
 pub mod operator;
@@ -67,8 +68,15 @@ pub async fn run(
         lease_ttl,
     );
     tracing::info!(%id, ?lease_ttl, "scheduler started; campaigning for the leader lease");
+    // Bundles first: the fires of this scheduler stamp their digests.
+    let bundles = tokio::spawn(keep_bundles_published(
+        broker.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let Some(term) = elector.campaign(&shutdown).await else {
+            bundles.abort();
             tracing::info!("scheduler stopped");
             return Ok(());
         };
@@ -119,6 +127,7 @@ pub async fn run(
             tracing::info!("gave the leader lease up");
         }
         if shutdown.is_cancelled() {
+            bundles.abort();
             tracing::info!("scheduler stopped");
             return Ok(());
         }
@@ -130,5 +139,25 @@ pub async fn run(
             }
         }
         tracing::warn!("no longer leading; campaigning again");
+    }
+}
+
+/// Publishes the registry's enforcement bundles now and after every reload.
+/// A bundle that cannot be published is reported; its workers' runs then
+/// fail closed with `enforcement_unavailable`.
+async fn keep_bundles_published(
+    broker: Broker,
+    mut config: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let current = config.borrow_and_update().clone();
+        if let Err(error) = enforcement::publish_bundles(&broker, &current).await {
+            tracing::error!(%error, "cannot publish an enforcement bundle");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = config.changed() => if changed.is_err() { return },
+        }
     }
 }

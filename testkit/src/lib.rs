@@ -7,13 +7,18 @@
 //! nats-server binary can be found the harness fails with instructions; it
 //! never skips a test.
 //!
-//! [`loom_binary`] gives end-to-end tests the path of a freshly built `loom`.
+//! [`loom_binary`] gives end-to-end tests the path of a freshly built `loom`;
+//! [`Alertmanager`] runs a real Alertmanager for Klaxon's tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use loom_broker::embedded::{self, EmbeddedServer, ServerOptions};
+
+mod alertmanager;
+
+pub use alertmanager::{Alertmanager, alertmanager_binary};
 
 /// A real nats-server with JetStream for one test.
 pub struct NatsServer {

@@ -140,11 +140,24 @@ impl Mesh {
     /// A mesh whose `loom.toml` is `config` (with `nats.url` and
     /// `data_dir` added), with its topology in place.
     pub async fn new(config: &str) -> Mesh {
+        Mesh::new_with_files(config, &[]).await
+    }
+
+    /// [`Mesh::new`], with `files` (relative path, content) written in the
+    /// config directory first (bundles, schemas, scripts the config names).
+    pub async fn new_with_files(config: &str, files: &[(&str, &str)]) -> Mesh {
         let server = NatsServer::start();
         let dir = tempfile::Builder::new()
             .prefix("loom-mesh-")
             .tempdir()
             .expect("tempdir");
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("create directories");
+            }
+            std::fs::write(path, content).expect("write a file");
+        }
         let mesh_config = format!(
             "data_dir = \"data\"\n{config}\n[nats]\nurl = \"{}\"\n",
             server.url()
@@ -404,4 +417,94 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
+}
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Header names (lower case) and values.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The exact body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// A real HTTP receiver for webhook tests, on a loopback port, recording
+/// every POST.
+pub struct WebhookReceiver {
+    port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    /// Listens on `port` (a free one if `None`).
+    pub async fn start(port: Option<u16>) -> WebhookReceiver {
+        use axum::routing::post;
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = std::sync::Arc::default();
+        let store = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let store = store.clone();
+                    async move {
+                        let headers = headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_owned(),
+                                    v.to_str().unwrap_or_default().to_owned(),
+                                )
+                            })
+                            .collect();
+                        store.lock().expect("lock").push(Received {
+                            headers,
+                            body: body.to_vec(),
+                        });
+                        "ok"
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
+            .await
+            .expect("bind the receiver");
+        let port = listener.local_addr().expect("address").port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        WebhookReceiver {
+            port,
+            received,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/hook`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }

@@ -5,7 +5,9 @@ mod backfill;
 mod cancel;
 mod check;
 mod dlq;
+mod enforcement;
 mod init;
+mod klaxon;
 mod pause;
 pub(crate) mod roles;
 mod runs;
@@ -27,9 +29,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Scheduler => scheduler::run(&args.global, shutdown_on_signal()).await,
         Command::Agent(agent) => agent::run(&args.global, agent, shutdown_on_signal()).await,
         Command::Validator => validator::run(&args.global, shutdown_on_signal()).await,
+        Command::Klaxon => klaxon::run(&args.global, shutdown_on_signal()).await,
         Command::Runs(runs) => runs::run(&args.global, runs).await,
         Command::Cancel(cancel) => cancel::run(&args.global, cancel).await,
         Command::Dlq(dlq) => dlq::run(&args.global, dlq).await,
+        Command::Enforcement(command) => enforcement::run(&args.global, command).await,
         Command::Trigger(trigger) => trigger::run(&args.global, trigger).await,
         Command::Pause(pause) => pause::pause(&args.global, pause).await,
         Command::Resume(resume) => pause::resume(&args.global, resume).await,

@@ -39,3 +39,15 @@ pub fn spawn_validator(runtime: &Runtime) {
         Ok(loom_validator::run(broker, config, shutdown).await?)
     });
 }
+
+/// Starts Klaxon.
+pub fn spawn_klaxon(runtime: &Runtime) {
+    let (broker, config, shutdown) = (
+        runtime.broker.clone(),
+        runtime.config.clone(),
+        runtime.shutdown.clone(),
+    );
+    runtime.spawn_role("klaxon", async move {
+        Ok(loom_klaxon::run(broker, config, shutdown).await?)
+    });
+}

@@ -13,6 +13,7 @@ pub async fn run(global: &Global, shutdown: CancellationToken) -> anyhow::Result
     roles::spawn_scheduler(&runtime);
     roles::spawn_agent(&runtime, loom_agent::AgentOptions { all_labels: true });
     roles::spawn_validator(&runtime);
+    roles::spawn_klaxon(&runtime);
     tracing::info!(
         workers = runtime.config.borrow().registry.len(),
         "loom up is ready"
