@@ -70,7 +70,7 @@ pub async fn handle(shared: Arc<Shared>, worker_name: String, message: Message) 
         }
     };
     let config = shared.config.borrow().clone();
-    let Some(worker) = config.registry.get(&worker_name).cloned() else {
+    let Some(worker) = config.registry.shared(&worker_name) else {
         tracing::warn!(worker = %worker_name, run_id = %command.run_id, "refusing a run of a worker this agent's registry does not define");
         acknowledge_with(&message, AckKind::Term).await;
         return;
@@ -261,18 +261,13 @@ async fn store_result(
     let payload = encode(result).map_err(|e| e.to_string())?;
     let subject = broker.subjects().result(&result.worker);
     let id = format!("result:{}:{}", result.run_id, result.attempt);
-    let give_up = CancellationToken::new();
-    let timer = {
-        let give_up = give_up.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(ack_wait * 3).await;
-            give_up.cancel();
-        })
-    };
-    let stored = broker
-        .publish_until_stored(&subject, &id, payload, &give_up)
-        .await;
-    timer.abort();
+    let never = CancellationToken::new();
+    let stored = tokio::time::timeout(
+        ack_wait * 3,
+        broker.publish_until_stored(&subject, &id, payload, &never),
+    )
+    .await
+    .map_err(|_| format!("not stored within {:?}", ack_wait * 3))?;
     stored.map(|_| ()).map_err(|e| e.to_string())
 }
 

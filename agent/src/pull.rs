@@ -103,6 +103,10 @@ async fn acquire_keeping_alive(
     message: &async_nats::jetstream::Message,
     every: Duration,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    // Usually a slot is free: no timer needed.
+    if let Ok(permit) = slots.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
     let acquire = slots.clone().acquire_owned();
     tokio::pin!(acquire);
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(100)));

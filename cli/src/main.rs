@@ -11,6 +11,7 @@ mod args;
 mod commands;
 mod exit;
 mod http;
+mod memory;
 mod mesh;
 mod output;
 mod runtime;

@@ -93,6 +93,7 @@ impl Runtime {
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
         let config = load_config_with(global.config.as_deref(), &overrides)?;
+        crate::memory::release_free_memory();
         let listener = http::bind(config.http.listen).await?;
         let health = Health::new();
         let registry = mesh::metrics_registry();
@@ -144,6 +145,7 @@ impl Runtime {
         health.set_topology_ready();
 
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        tasks.spawn(crate::memory::release_periodically(shutdown.clone()));
         tasks.spawn(watch_config(
             global.config.clone(),
             overrides,

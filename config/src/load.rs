@@ -14,6 +14,10 @@ use crate::raw::{RawConfig, RawRegistry};
 use crate::settings::Config;
 use crate::validate::{Sources, validate};
 
+/// Registries of at least this many workers are copied out of the loading
+/// thread's memory (smaller ones are not worth the copy).
+const COMPACT_FROM: usize = 1_000;
+
 /// The prefix of the environment variables that override `loom.toml`.
 pub const ENV_PREFIX: &str = "LOOM_";
 
@@ -78,7 +82,29 @@ impl Loader {
     }
 
     /// Loads and validates.
+    ///
+    /// Parsing a large registry makes several times its final size in
+    /// short-lived memory. It runs on a thread of its own, so that memory
+    /// sits in that thread's allocator arena and is released whole when the
+    /// thread ends; a large registry is then copied into the caller's memory,
+    /// compact. (Parsed in place, the workers would sit scattered among the
+    /// freed memory and keep all of it resident: 100,000 workers held about
+    /// 360 MB instead of about 70 MB.)
     pub fn load(&self) -> Result<Config, ConfigError> {
+        let loaded = std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.load_here())
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        let mut config = loaded?;
+        if config.registry.len() >= COMPACT_FROM {
+            config.registry = config.registry.compacted();
+        }
+        Ok(config)
+    }
+
+    fn load_here(&self) -> Result<Config, ConfigError> {
         let mut figment = Figment::new();
         if let Some(file) = &self.file {
             check_readable(file)?;

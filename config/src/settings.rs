@@ -380,28 +380,60 @@ impl Worker {
     }
 }
 
-/// The registry: every worker, by name.
+/// The registry: every worker, by name. Workers are shared (`Arc`) with
+/// the roles that keep them, so a registry of 100,000 workers is held once.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     /// The registry file, when the workers came from one.
     pub file: Option<PathBuf>,
-    workers: BTreeMap<String, Worker>,
+    workers: BTreeMap<String, std::sync::Arc<Worker>>,
 }
 
 impl Registry {
     /// A registry of these workers.
     pub fn new(file: Option<PathBuf>, workers: BTreeMap<String, Worker>) -> Self {
-        Registry { file, workers }
+        Registry {
+            file,
+            workers: workers
+                .into_iter()
+                .map(|(name, worker)| (name, std::sync::Arc::new(worker)))
+                .collect(),
+        }
     }
 
     /// Every worker, in name order.
     pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values().map(|worker| worker.as_ref())
+    }
+
+    /// Every worker, shared, in name order.
+    pub fn shared_workers(&self) -> impl Iterator<Item = &std::sync::Arc<Worker>> {
         self.workers.values()
     }
 
     /// The worker called `name`.
     pub fn get(&self, name: &str) -> Option<&Worker> {
-        self.workers.get(name)
+        self.workers.get(name).map(|worker| worker.as_ref())
+    }
+
+    /// The worker called `name`, shared.
+    pub fn shared(&self, name: &str) -> Option<std::sync::Arc<Worker>> {
+        self.workers.get(name).cloned()
+    }
+
+    /// The same registry in fresh allocations. Workers built while a large
+    /// file was parsed sit scattered among the parser's freed memory, which
+    /// then cannot be returned to the system; copies made once that memory
+    /// is free sit together, and the scattered originals go.
+    pub fn compacted(&self) -> Registry {
+        Registry {
+            file: self.file.clone(),
+            workers: self
+                .workers
+                .iter()
+                .map(|(name, worker)| (name.clone(), std::sync::Arc::new(Worker::clone(worker))))
+                .collect(),
+        }
     }
 
     /// How many workers there are.

@@ -7,9 +7,12 @@
 //! family instead of colliding. Labels come from bounded sets (worker names,
 //! reasons, outcomes), never run ids.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
 /// `loom_runs_scheduled_total{worker,trigger}`: run commands that entered the mesh.
 pub const RUNS_SCHEDULED_TOTAL: &str = "loom_runs_scheduled_total";
@@ -64,11 +67,125 @@ fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> 
     )
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    register(
-        GaugeVec::new(Opts::new(name, help), labels)
-            .unwrap_or_else(|e| panic!("metric {name}: {e}")),
-    )
+/// A gauge with one value per worker, for fleets of any size: the values
+/// sit in a plain map (a name and a number per worker) and become a metric
+/// family only when scraped. (A labelled gauge of the prometheus crate keeps
+/// a full descriptor per worker, about half a kilobyte each.)
+pub struct WorkerGauge {
+    desc: Desc,
+    values: RwLock<HashMap<std::sync::Arc<str>, f64>>,
+}
+
+impl WorkerGauge {
+    fn new(name: &str, help: &str) -> WorkerGauge {
+        let desc = Desc::new(
+            name.to_owned(),
+            help.to_owned(),
+            vec!["worker".to_owned()],
+            HashMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+        WorkerGauge {
+            desc,
+            values: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Sets `worker`'s value.
+    pub fn set(&self, worker: &str, value: f64) {
+        if let Ok(mut values) = self.values.write() {
+            match values.get_mut(worker) {
+                Some(slot) => *slot = value,
+                None => {
+                    values.insert(std::sync::Arc::from(worker), value);
+                }
+            }
+        }
+    }
+
+    /// Sets `worker`'s value, sharing the caller's name instead of copying it.
+    pub fn set_shared(&self, worker: &std::sync::Arc<str>, value: f64) {
+        if let Ok(mut values) = self.values.write() {
+            match values.get_mut(worker.as_ref()) {
+                Some(slot) => *slot = value,
+                None => {
+                    values.insert(worker.clone(), value);
+                }
+            }
+        }
+    }
+
+    /// Removes `worker`'s value.
+    pub fn remove(&self, worker: &str) {
+        if let Ok(mut values) = self.values.write() {
+            values.remove(worker);
+        }
+    }
+
+    /// Removes every value.
+    pub fn reset(&self) {
+        if let Ok(mut values) = self.values.write() {
+            values.clear();
+        }
+    }
+
+    /// `worker`'s value, if it has one.
+    pub fn get(&self, worker: &str) -> Option<f64> {
+        self.values.read().ok()?.get(worker).copied()
+    }
+}
+
+impl Collector for WorkerGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(values) = self.values.read() else {
+            return Vec::new();
+        };
+        if values.is_empty() {
+            return Vec::new();
+        }
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::GAUGE);
+        let mut workers: Vec<(&std::sync::Arc<str>, &f64)> = values.iter().collect();
+        workers.sort_by(|a, b| a.0.cmp(b.0));
+        for (worker, value) in workers {
+            let mut label = LabelPair::default();
+            label.set_name("worker".to_owned());
+            label.set_value(worker.to_string());
+            let mut gauge = Gauge::default();
+            gauge.set_value(*value);
+            let mut metric = Metric::from_gauge(gauge);
+            metric.set_label(vec![label]);
+            family.mut_metric().push(metric);
+        }
+        vec![family]
+    }
+}
+
+/// A per-worker gauge registered in the default registry. Leaked once per
+/// process: the registry needs an owned collector and the roles a shared one.
+fn worker_gauge(name: &'static str, help: &'static str) -> &'static WorkerGauge {
+    let gauge: &'static WorkerGauge = Box::leak(Box::new(WorkerGauge::new(name, help)));
+    let _ = prometheus::default_registry().register(Box::new(CollectorRef(gauge)));
+    gauge
+}
+
+/// Registers a `&'static` collector.
+struct CollectorRef(&'static WorkerGauge);
+
+impl Collector for CollectorRef {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
@@ -168,20 +285,18 @@ pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Last valid run per worker.
-pub static WORKER_LAST_SUCCESS: LazyLock<GaugeVec> = LazyLock::new(|| {
-    gauge_vec(
+pub static WORKER_LAST_SUCCESS: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
+    worker_gauge(
         WORKER_LAST_SUCCESS_TIMESTAMP_SECONDS,
         "Unix time of each worker's last run with verdict valid.",
-        &["worker"],
     )
 });
 
 /// Next fire per worker, exported by the leader scheduler only.
-pub static WORKER_NEXT_RUN: LazyLock<GaugeVec> = LazyLock::new(|| {
-    gauge_vec(
+pub static WORKER_NEXT_RUN: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
+    worker_gauge(
         WORKER_NEXT_RUN_TIMESTAMP_SECONDS,
         "Unix time of each enabled worker's next fire (leader scheduler only).",
-        &["worker"],
     )
 });
 
@@ -214,3 +329,33 @@ pub static KLAXON_DELIVERY_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| 
         &["sink"],
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_gauge_exports_one_series_per_worker_and_forgets_removed_ones() {
+        let gauge = WorkerGauge::new("loom_test_worker_gauge", "A test gauge.");
+        gauge.set("b", 2.0);
+        gauge.set("a", 1.0);
+        gauge.set("b", 3.0);
+        let family = &gauge.collect()[0];
+        assert_eq!(family.name(), "loom_test_worker_gauge");
+        let series: Vec<(String, f64)> = family
+            .get_metric()
+            .iter()
+            .map(|m| {
+                (
+                    m.get_label()[0].value().to_owned(),
+                    m.get_gauge().get_value(),
+                )
+            })
+            .collect();
+        assert_eq!(series, [("a".to_owned(), 1.0), ("b".to_owned(), 3.0)]);
+        gauge.remove("a");
+        assert_eq!(gauge.collect()[0].get_metric().len(), 1);
+        gauge.reset();
+        assert!(gauge.collect().is_empty(), "no family without values");
+    }
+}

@@ -33,8 +33,14 @@ use uuid::Uuid;
 use crate::dispatch::{self, Done, Job};
 use crate::plan::{Missed, plan_catch_up};
 
-/// How often handled fires are written to the workers bucket.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often handled fires are written to the workers bucket. A new leader
+/// resumes from the last write; the fires after it that this leader already
+/// published carry the same message ids and are dropped by JetStream's
+/// duplicate window (minutes long, and at least twice the lease), so writing
+/// every few seconds loses nothing. It keeps the writes off the fire path: at
+/// 10,000 workers firing every second, a write per fire would double the
+/// broker's work.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// Jobs queued for the dispatcher before the loop waits for it.
 const JOB_QUEUE: usize = 65_536;
@@ -93,15 +99,17 @@ pub(crate) async fn run_term(
         term_over.clone(),
     ));
 
+    let workers = config.registry.len();
     let mut fire_loop = FireLoop {
         broker: context.broker.clone(),
         bucket: context.workers_bucket.clone(),
         config,
-        entries: HashMap::new(),
-        timeline: BinaryHeap::new(),
+        entries: HashMap::with_capacity(workers),
+        timeline: BinaryHeap::with_capacity(workers),
         pauses: HashMap::new(),
         bundles: HashMap::new(),
         dirty: HashMap::new(),
+        flushing: None,
         jobs: job_tx,
         next_generation: 0,
     };
@@ -139,7 +147,7 @@ pub(crate) async fn run_term(
                 let config = context.config.borrow_and_update().clone();
                 fire_loop.reload(config).await;
             }
-            Event::Flush => fire_loop.flush().await,
+            Event::Flush => fire_loop.flush_in_background(),
         }
     }
 
@@ -150,6 +158,11 @@ pub(crate) async fn run_term(
     let _ = tokio::time::timeout(Duration::from_secs(5), dispatcher).await;
     while let Ok(done) = done_rx.try_recv() {
         fire_loop.done(done);
+    }
+    if let Some(flushing) = fire_loop.flushing.take()
+        && let Ok(failed) = flushing.await
+    {
+        fire_loop.requeue(failed);
     }
     fire_loop.flush().await;
     metrics::WORKER_NEXT_RUN.reset();
@@ -177,6 +190,8 @@ struct FireLoop {
     bundles: HashMap<String, String>,
     /// Fire states to write at the next flush.
     dirty: HashMap<String, FireState>,
+    /// The flush in progress: it returns the writes that failed.
+    flushing: Option<tokio::task::JoinHandle<HashMap<String, FireState>>>,
     jobs: mpsc::Sender<Job>,
     next_generation: u64,
 }
@@ -308,22 +323,31 @@ impl FireLoop {
 
     fn export_next_run(&self, name: &str) {
         let Some(entry) = self.entries.get(name) else {
-            metrics::WORKER_NEXT_RUN.remove_label_values(&[name]).ok();
+            metrics::WORKER_NEXT_RUN.remove(name);
             return;
         };
-        let next_fire = entry.worker.schedule.as_ref().and_then(|s| {
-            let after = entry
-                .next
+        // The next occurrence is usually a fire; a DST skip is rare enough to
+        // compute the fire after it.
+        let next_fire = match &entry.next {
+            Some(occurrence) if occurrence.kind == OccurrenceKind::Fire => Some(occurrence.instant),
+            Some(occurrence) => entry
+                .worker
+                .schedule
                 .as_ref()
-                .map(|o| o.instant - chrono::Duration::seconds(1))?;
-            s.next_fire(after)
-        });
+                .and_then(|s| s.next_fire(occurrence.instant)),
+            None => None,
+        };
         match next_fire {
-            Some(at) if entry.worker.enabled => metrics::WORKER_NEXT_RUN
-                .with_label_values(&[name])
-                .set(at.timestamp() as f64),
+            Some(at) if entry.worker.enabled => {
+                // Share the timeline's name: 100,000 workers, no copies.
+                let shared = self.entries.get_key_value(name).map(|(key, _)| key.clone());
+                match shared {
+                    Some(key) => metrics::WORKER_NEXT_RUN.set_shared(&key, at.timestamp() as f64),
+                    None => metrics::WORKER_NEXT_RUN.set(name, at.timestamp() as f64),
+                }
+            }
             _ => {
-                metrics::WORKER_NEXT_RUN.remove_label_values(&[name]).ok();
+                metrics::WORKER_NEXT_RUN.remove(name);
             }
         }
     }
@@ -572,27 +596,38 @@ impl FireLoop {
         }
     }
 
-    /// Writes the fire states of workers whose watermark moved.
-    async fn flush(&mut self) {
+    /// Starts writing the fire states whose watermark moved, unless a write
+    /// is still in progress; the fire loop does not wait for it.
+    fn flush_in_background(&mut self) {
+        if let Some(flushing) = &self.flushing {
+            if !flushing.is_finished() {
+                return;
+            }
+            if let Some(flushing) = self.flushing.take()
+                && let Some(Ok(failed)) = futures::FutureExt::now_or_never(flushing)
+            {
+                self.requeue(failed);
+            }
+        }
         if self.dirty.is_empty() {
             return;
         }
         let dirty = std::mem::take(&mut self.dirty);
-        let writes = dirty.iter().map(|(worker, state)| {
-            let bucket = self.bucket.clone();
-            let key = fire_key(worker);
-            async move { (bucket.put(&key, state).await, worker) }
-        });
-        let results = futures::future::join_all(writes).await;
-        for (result, worker) in results {
-            if let Err(error) = result {
-                tracing::warn!(%error, "cannot record handled fires; retrying");
-                if let Some(state) = dirty.get(worker) {
-                    self.dirty
-                        .entry(worker.clone())
-                        .or_insert_with(|| state.clone());
-                }
-            }
+        let bucket = self.bucket.clone();
+        self.flushing = Some(tokio::spawn(write_fire_states(bucket, dirty)));
+    }
+
+    /// Writes the fire states whose watermark moved, and waits.
+    async fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let failed = write_fire_states(self.bucket.clone(), dirty).await;
+        self.requeue(failed);
+    }
+
+    /// Puts back writes that failed, unless a newer state is waiting.
+    fn requeue(&mut self, failed: HashMap<String, FireState>) {
+        for (worker, state) in failed {
+            self.dirty.entry(worker).or_insert(state);
         }
     }
 
@@ -652,7 +687,7 @@ impl FireLoop {
                 }
             }
         }
-        for worker in config.registry.workers() {
+        for worker in config.registry.shared_workers() {
             if worker.schedule.is_none() {
                 continue;
             }
@@ -669,11 +704,11 @@ impl FireLoop {
                             last_run_id: None,
                         },
                     );
-                    self.add_entry(Arc::new(worker.clone()), now);
+                    self.add_entry(worker.clone(), now);
                     added += 1;
                 }
                 Some(old) if !same_worker(&old, worker) => {
-                    self.add_entry(Arc::new(worker.clone()), now);
+                    self.add_entry(worker.clone(), now);
                     changed += 1;
                 }
                 Some(_) => {}
@@ -682,6 +717,32 @@ impl FireLoop {
         self.config = config;
         tracing::info!(added, changed, removed, "registry reloaded");
     }
+}
+
+/// Writes fire states, many at once; returns those that could not be written.
+async fn write_fire_states(
+    bucket: Bucket,
+    states: HashMap<String, FireState>,
+) -> HashMap<String, FireState> {
+    use futures::stream::StreamExt;
+    let writes = futures::stream::iter(states)
+        .map(|(worker, state)| {
+            let bucket = bucket.clone();
+            async move {
+                let result = bucket.put(&fire_key(&worker), &state).await;
+                (worker, state, result)
+            }
+        })
+        .buffer_unordered(1024);
+    let results: Vec<_> = writes.collect().await;
+    let mut failed = HashMap::new();
+    for (worker, state, result) in results {
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot record handled fires; retrying");
+            failed.insert(worker, state);
+        }
+    }
+    failed
 }
 
 /// Whether a worker's definition is unchanged (schedules are compared by

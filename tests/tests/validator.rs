@@ -611,3 +611,82 @@ async fn missed_fires_are_dead_letters_and_alert_like_failures() {
     assert_eq!(post.json()["reason"], "missed");
     assert_eq!(post.json()["severity"], "critical");
 }
+
+#[tokio::test]
+async fn two_klaxons_side_by_side_send_each_dead_letter_once() {
+    let receiver = WebhookReceiver::start(None).await;
+    let workers: String = (1..=4)
+        .map(|n| format!("[workers.fails{n}]\ncommand = [\"false\"]\nretries = 0\n"))
+        .collect();
+    let config = format!(
+        "{QUICK}\n[klaxon]\nsinks = [{{ kind = \"webhook\", url = \"{}\" }}]\n{workers}",
+        receiver.url()
+    );
+    let mesh = Mesh::new(&config).await;
+    let _roles = roles(&mesh, &["agent", "validator", "klaxon", "klaxon"]).await;
+    for n in 1..=4 {
+        let worker = format!("fails{n}");
+        let run = mesh.trigger(&worker, &[]);
+        mesh.verdict_of(&worker, run, WAIT).await;
+    }
+    eventually(WAIT, "four alerts", || async {
+        (receiver.received().len() >= 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut workers: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["worker"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    workers.sort();
+    assert_eq!(
+        workers,
+        ["fails1", "fails2", "fails3", "fails4"],
+        "one alert per dead letter, none twice"
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_shown_and_purged() {
+    let config = format!(
+        "{QUICK}\n[workers.a]\ncommand = [\"false\"]\nretries = 0\n[workers.b]\ncommand = [\"false\"]\nretries = 0\n"
+    );
+    let mesh = Mesh::new(&config).await;
+    let _roles = roles(&mesh, &["agent", "validator"]).await;
+    let a = mesh.trigger("a", &[]);
+    let b = mesh.trigger("b", &[]);
+    mesh.verdict_of("a", a, WAIT).await;
+    mesh.verdict_of("b", b, WAIT).await;
+    eventually(WAIT, "two dead letters", || async {
+        (mesh.dead_letters("a").await.len() + mesh.dead_letters("b").await.len() == 2).then_some(())
+    })
+    .await;
+
+    let list = mesh.loom(&["dlq", "list", "--json"]);
+    let letters: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(letters.as_array().expect("list").len(), 2);
+    let only_a = mesh.loom(&["dlq", "list", "--worker", "a", "--json"]);
+    let only_a: serde_json::Value = serde_json::from_slice(&only_a.stdout).expect("json");
+    assert_eq!(only_a.as_array().expect("list").len(), 1);
+    assert_eq!(only_a[0]["run_id"], a.to_string());
+    let show = mesh.loom(&["dlq", "show", &b.to_string()]);
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json");
+    assert_eq!(shown["reason"], "failed");
+    assert_eq!(shown["attempts"][0]["exit_code"], 1);
+
+    let purge = mesh.loom(&["dlq", "purge", "--worker", "a"]);
+    assert_eq!(
+        String::from_utf8_lossy(&purge.stdout).trim(),
+        "1 dead-letter message(s) deleted"
+    );
+    let left = mesh.loom(&["dlq", "list", "--json"]);
+    let left: serde_json::Value = serde_json::from_slice(&left.stdout).expect("json");
+    assert_eq!(left.as_array().expect("list").len(), 1, "only b's is left");
+    let unknown = mesh.loom(&["dlq", "show", &a.to_string()]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr).trim(),
+        format!("loom: run {a} has no dead letter")
+    );
+}

@@ -14,9 +14,7 @@ use chrono::{DateTime, Utc};
 use loom_broker::{Broker, Bucket, SetOutcome, StateError};
 use loom_config::{Config, Worker};
 use loom_protocol::codec::encode;
-use loom_protocol::state::{
-    OpenRun, RunState, RunStatus, WorkerHealth, health_key, open_key, run_index_key, run_key,
-};
+use loom_protocol::state::{OpenRun, RunState, RunStatus, open_key, run_index_key, run_key};
 use loom_protocol::{
     AttemptSummary, DeadLetter, DeadLetterReason, RunCommand, RunResult, Trigger, Verdict,
     VerdictKind, WIRE_VERSION, metrics,
@@ -56,6 +54,8 @@ pub struct Books {
     pub workers: Bucket,
     /// The configuration.
     pub config: watch::Receiver<Arc<Config>>,
+    /// Verdicts for the worker-health writer.
+    pub health: crate::health::HealthQueue,
 }
 
 /// A run's conclusion, ready to be recorded.
@@ -75,8 +75,8 @@ impl Books {
     }
 
     /// The registry's definition of `worker`.
-    pub fn worker(&self, worker: &str) -> Option<Worker> {
-        self.config.borrow().registry.get(worker).cloned()
+    pub fn worker(&self, worker: &str) -> Option<Arc<Worker>> {
+        self.config.borrow().registry.shared(worker)
     }
 
     /// The state of run `run_id` of `worker`, with its revision.
@@ -222,7 +222,12 @@ impl Books {
                 .with_label_values(&[worker, dead_reason.as_str()])
                 .inc();
         }
-        self.record_health(worker, run_id, verdict, now).await?;
+        self.health.record(crate::health::HealthEvent {
+            worker: worker.to_owned(),
+            run_id,
+            verdict,
+            at: now,
+        });
         let level_info = matches!(verdict, VerdictKind::Valid | VerdictKind::Cancelled);
         if level_info {
             tracing::info!(%run_id, worker, verdict = verdict.as_str(), %reason, "verdict");
@@ -230,46 +235,6 @@ impl Books {
             tracing::warn!(%run_id, worker, verdict = verdict.as_str(), %reason, "verdict");
         }
         Ok(())
-    }
-
-    async fn record_health(
-        &self,
-        worker: &str,
-        run_id: Uuid,
-        verdict: VerdictKind,
-        at: DateTime<Utc>,
-    ) -> Result<(), StateError> {
-        let key = health_key(worker);
-        loop {
-            let current = self.workers.get::<WorkerHealth>(&key).await?;
-            let (mut health, revision) = match current {
-                Some(found) => (found.value, Some(found.revision)),
-                None => (WorkerHealth::default(), None),
-            };
-            health.last_run_id = Some(run_id);
-            health.last_run_at = Some(at);
-            health.last_verdict = Some(verdict);
-            match verdict {
-                VerdictKind::Valid => {
-                    health.last_success_at = Some(at);
-                    health.consecutive_failures = 0;
-                }
-                VerdictKind::Cancelled => {}
-                _ => health.consecutive_failures += 1,
-            }
-            let outcome = match revision {
-                Some(revision) => self.workers.update(&key, &health, revision).await?,
-                None => self.workers.create(&key, &health).await?,
-            };
-            if let SetOutcome::Written(_) = outcome {
-                if let Some(success) = health.last_success_at {
-                    metrics::WORKER_LAST_SUCCESS
-                        .with_label_values(&[worker])
-                        .set(success.timestamp() as f64);
-                }
-                return Ok(());
-            }
-        }
     }
 }
 

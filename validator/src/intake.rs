@@ -171,8 +171,8 @@ pub async fn run_result(books: &Books, message: Stored<'_>) -> Result<(), BooksE
         tracing::info!(run_id = %result.run_id, worker = %result.worker, attempt = result.attempt, outcome = result.outcome.as_str(), "attempt failed; the agent retries");
         return Ok(());
     }
-    let expected = expected_digest(books, worker.as_ref(), &state).await?;
-    let judgement = judge(worker.as_ref(), &result, expected.as_deref());
+    let expected = expected_digest(books, worker.as_deref(), &state).await?;
+    let judgement = judge(worker.as_deref(), &result, expected.as_deref());
     let dead_letter = judgement.dead_letter_reason(&result);
     let conclusion = Conclusion {
         judgement,

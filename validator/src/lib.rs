@@ -15,6 +15,7 @@
 
 pub mod books;
 mod consume;
+pub mod health;
 pub mod history;
 mod intake;
 pub mod judge;
@@ -44,12 +45,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ValidatorError> {
     let names = broker.names().clone();
+    let (health, health_events) = health::HealthQueue::new();
     let books = Books {
         runs: broker.bucket(&names.runs_bucket()).await?,
         workers: broker.bucket(&names.workers_bucket()).await?,
         broker: broker.clone(),
         config,
+        health,
     };
+    let health_writer = tokio::spawn(health::write_health(books.workers.clone(), health_events));
     // Export every worker's last success at once, not only after its next run.
     if let Ok(healths) = books
         .workers
@@ -59,9 +63,7 @@ pub async fn run(
         for (key, health) in healths {
             if let (Some(worker), Some(at)) = (key.strip_prefix("health."), health.last_success_at)
             {
-                metrics::WORKER_LAST_SUCCESS
-                    .with_label_values(&[worker])
-                    .set(at.timestamp() as f64);
+                metrics::WORKER_LAST_SUCCESS.set(worker, at.timestamp() as f64);
             }
         }
     }
@@ -129,6 +131,8 @@ pub async fn run(
     tracing::info!("validator started");
     tasks.close();
     tasks.wait().await;
+    // Every sender is gone with the tasks: the writer records the rest and ends.
+    let _ = health_writer.await;
     tracing::info!("validator stopped");
     Ok(())
 }

@@ -438,6 +438,37 @@ pub(crate) struct CronEngine {
 }
 
 impl CronEngine {
+    /// The engine for `spec`, shared with every schedule of the same fields.
+    ///
+    /// A crate schedule holds a set of every matching value of every field
+    /// (a few kilobytes), and registries repeat a handful of expressions over
+    /// thousands of workers, so engines are interned by their normalised
+    /// expressions. The table holds weak references: an engine no schedule
+    /// uses any more is freed.
+    pub fn shared(
+        expression: &str,
+        spec: &CronSpec,
+    ) -> Result<std::sync::Arc<CronEngine>, ScheduleError> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock, Weak};
+        static ENGINES: OnceLock<Mutex<HashMap<Vec<String>, Weak<CronEngine>>>> = OnceLock::new();
+        let key = spec.engine_expressions();
+        let table = ENGINES.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Ok(engines) = table.lock()
+            && let Some(engine) = engines.get(&key).and_then(Weak::upgrade)
+        {
+            return Ok(engine);
+        }
+        let engine = Arc::new(CronEngine::new(expression, spec)?);
+        if let Ok(mut engines) = table.lock() {
+            if engines.len() > 1024 {
+                engines.retain(|_, weak| weak.strong_count() > 0);
+            }
+            engines.insert(key, Arc::downgrade(&engine));
+        }
+        Ok(engine)
+    }
+
     /// Builds the crate schedules for `spec`; `expression` is only used in errors.
     pub fn new(expression: &str, spec: &CronSpec) -> Result<CronEngine, ScheduleError> {
         let schedules = spec

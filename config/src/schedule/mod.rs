@@ -48,8 +48,13 @@ pub struct Schedule {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Cron { spec: CronSpec, engine: CronEngine },
-    Every { interval: u64 },
+    Cron {
+        spec: CronSpec,
+        engine: std::sync::Arc<CronEngine>,
+    },
+    Every {
+        interval: u64,
+    },
 }
 
 /// One occurrence of a schedule: a fire, or a fire that is not run (a local time in a
@@ -114,7 +119,7 @@ impl Schedule {
         let expression = expression.trim();
         let kind = match cron_expr::parse_expression(expression)? {
             Expression::Cron(spec) => {
-                let engine = CronEngine::new(expression, &spec)?;
+                let engine = CronEngine::shared(expression, &spec)?;
                 Kind::Cron { spec, engine }
             }
             Expression::Every(interval) => Kind::Every { interval },

@@ -1,0 +1,300 @@
+//! Agent benchmark: prints figures, asserts nothing.
+//!
+//! All against a real nats-server, with agents and a validator running in
+//! this process (the bench's release build), on `/bin/true` runs:
+//!
+//! 1. The ceiling: this machine's own rate of spawning and reaping
+//!    `/bin/true` with captured output from tokio, at the agent's
+//!    concurrency, measured first in the same run.
+//! 2. Start latency: runs published at a steady `RATE` per second (default
+//!    200) for `SECONDS` (default 10); for each, the worker process's start
+//!    minus the run's publish instant: p50, p99, max.
+//! 3. Throughput: `RUNS` runs (default 3,000) published at once, until the
+//!    last verdict (published → executed → result stored → verdict), with
+//!    one agent and with two; as runs per second and as a share of the
+//!    ceiling.
+//! 4. Memory: this process's RSS with one agent idle, and its peak.
+//!
+//! Run with `cargo bench -p loom-agent --bench runs`.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use loom_broker::Broker;
+use loom_config::Config;
+use loom_protocol::codec::{decode, encode};
+use loom_protocol::{RunCommand, RunResult, Trigger};
+use loom_testkit::NatsServer;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Runs at once per agent: enough slots to hide the broker round-trips that
+/// each run waits for (storing its result, confirming its ack).
+const CONCURRENCY: usize = 32;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() as f64 - 1.0) * p).round() as usize).min(sorted.len() - 1)]
+}
+
+/// Spawns and reaps `/bin/true` with piped output, `concurrency` at a time, for `duration`.
+async fn spawn_ceiling(concurrency: usize, duration: Duration) -> f64 {
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let output = tokio::process::Command::new("/bin/true")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .output()
+                    .await;
+                if output.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+}
+
+fn config(dir: &std::path::Path, url: &str, agent_id: &str) -> Config {
+    let file = dir.join(format!("{agent_id}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = \"data-{agent_id}\"\n[agent]\nid = \"{agent_id}\"\nconcurrency = {CONCURRENCY}\n[nats]\nurl = \"{url}\"\n[workers.true]\ncommand = [\"/bin/true\"]\noverlap = \"allow\"\nconcurrency = 64\nretries = 0\n"
+        ),
+    )
+    .expect("write config");
+    loom_config::Loader::new(Some(file))
+        .with_env(Vec::<(String, String)>::new())
+        .load()
+        .expect("config")
+}
+
+struct Roles {
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _senders: Vec<tokio::sync::watch::Sender<Arc<Config>>>,
+}
+
+impl Roles {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn start_roles(
+    broker: &Broker,
+    dir: &std::path::Path,
+    url: &str,
+    agents: usize,
+    validator: bool,
+) -> Roles {
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut senders = Vec::new();
+    for n in 0..agents {
+        let (tx, rx) =
+            tokio::sync::watch::channel(Arc::new(config(dir, url, &format!("agent-{n}"))));
+        senders.push(tx);
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            loom_agent::run(broker, rx, loom_agent::AgentOptions::default(), shutdown).await;
+        }));
+    }
+    if validator {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(config(dir, url, "validator")));
+        senders.push(tx);
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = loom_validator::run(broker, rx, shutdown).await;
+        }));
+    }
+    // Let the pull loops start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Roles {
+        shutdown,
+        tasks,
+        _senders: senders,
+    }
+}
+
+fn command(run_id: Uuid) -> Vec<u8> {
+    encode(&RunCommand::new(
+        run_id,
+        "true",
+        Utc::now(),
+        Trigger::Manual,
+    ))
+    .expect("encode")
+}
+
+async fn latency(broker: &Broker, rate: u64, seconds: u64) {
+    let mut results = broker
+        .client()
+        .subscribe("loom.result.true")
+        .await
+        .expect("subscribe");
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let begin = tokio::time::Instant::now();
+    let mut published = std::collections::HashMap::new();
+    for n in 0..total {
+        tokio::time::sleep_until(begin + interval * n as u32).await;
+        let run_id = Uuid::now_v7();
+        let body = command(run_id);
+        let sent_at = Utc::now();
+        // The command's scheduled_at is its publish instant, taken just above.
+        broker
+            .start_publish("loom.run.true", None, body)
+            .await
+            .expect("publish");
+        published.insert(run_id, sent_at);
+    }
+    let mut lags = Vec::with_capacity(total as usize);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (lags.len() as u64) < total {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, results.next()).await else {
+            break;
+        };
+        if let Ok(result) = decode::<RunResult>("run result", &message.payload)
+            && let Some(sent) = published.get(&result.run_id)
+        {
+            lags.push((result.started_at - *sent).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    println!("start latency: {rate} runs/s for {seconds} s, one agent (concurrency {CONCURRENCY})");
+    println!("  runs started           {} of {total}", lags.len());
+    println!(
+        "  start - publish (ms)   p50 {:.2}  p99 {:.2}  max {:.2}",
+        percentile(&lags, 0.50),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+async fn throughput(broker: &Broker, runs: u64, subject: &str) -> f64 {
+    let mut verdicts = broker
+        .client()
+        .subscribe(subject.to_owned())
+        .await
+        .expect("subscribe");
+    let begin = Instant::now();
+    let mut pending = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        pending.push(
+            broker
+                .start_publish("loom.run.true", None, command(Uuid::now_v7()))
+                .await
+                .expect("publish"),
+        );
+    }
+    for ack in pending {
+        ack.stored().await.expect("stored");
+    }
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while seen < runs {
+        match tokio::time::timeout_at(deadline, verdicts.next()).await {
+            Ok(Some(_)) => seen += 1,
+            _ => break,
+        }
+    }
+    let elapsed = begin.elapsed().as_secs_f64();
+    if seen < runs {
+        println!("  only {seen} of {runs} verdicts within 120 s");
+    }
+    seen as f64 / elapsed
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rate = env_number("RATE", 200);
+    let seconds = env_number("SECONDS", 10);
+    let runs = env_number("RUNS", 3_000);
+    runtime.block_on(async {
+        // The machine's best: the higher of two concurrencies.
+        let at_8 = spawn_ceiling(8, Duration::from_secs(4)).await;
+        let at_32 = spawn_ceiling(32, Duration::from_secs(4)).await;
+        let ceiling = at_8.max(at_32);
+        println!("spawn ceiling: tokio spawning and reaping /bin/true with captured output");
+        println!("  {at_8:.0} runs/s 8 at a time, {at_32:.0} runs/s 32 at a time; ceiling {ceiling:.0} runs/s");
+
+        let server = NatsServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = config(dir.path(), &server.url(), "init");
+        let broker = loom_broker::connect(&base.nats, &[server.url()], "loom", "bench").await.expect("connect");
+        broker.apply_topology(&base.topology(), false).await.expect("topology");
+
+        // One agent, idle, then at a steady rate (no validator: latency only).
+        let (rss_start, _) = rss_kib();
+        let roles = start_roles(&broker, dir.path(), &server.url(), 1, false).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (rss_idle, _) = rss_kib();
+        println!("memory: process RSS {} MiB before the agent, {} MiB with one agent idle", rss_start / 1024, rss_idle / 1024);
+        latency(&broker, rate, seconds).await;
+        roles.stop().await;
+
+        for agents in [1usize, 2] {
+            let roles = start_roles(&broker, dir.path(), &server.url(), agents, false).await;
+            let rate = throughput(&broker, runs, "loom.result.true").await;
+            println!(
+                "throughput: {runs} runs published at once, {agents} agent(s), no validator: {rate:.0} runs/s to stored result ({:.0}% of the spawn ceiling)",
+                rate / ceiling * 100.0
+            );
+            roles.stop().await;
+        }
+        for agents in [1usize, 2] {
+            let roles = start_roles(&broker, dir.path(), &server.url(), agents, true).await;
+            let rate = throughput(&broker, runs, "loom.verdict.true").await;
+            println!(
+                "throughput: {runs} runs published at once, {agents} agent(s) and a validator: {rate:.0} runs/s to verdict ({:.0}% of the spawn ceiling)",
+                rate / ceiling * 100.0
+            );
+            roles.stop().await;
+        }
+        let (rss, peak) = rss_kib();
+        println!("memory: process RSS {} MiB after the load, peak {} MiB", rss / 1024, peak / 1024);
+    });
+}
