@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use loom_broker::Broker;
 use loom_config::Config;
+use loom_protocol::metrics;
 use loom_workers::{Executor, ExecutorSettings};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -91,12 +92,14 @@ pub async fn run(
             if !keep {
                 tracing::info!(%worker, "no longer serving worker");
                 stop.cancel();
+                metrics::AGENT_SERVES.remove(worker);
             }
             keep
         });
         for worker in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = serving.entry(worker.clone()) {
                 let stop = intake.child_token();
+                metrics::AGENT_SERVES.set(&worker, 1.0);
                 loops.spawn(pull::pull_loop(
                     shared.clone(),
                     worker,
@@ -123,6 +126,7 @@ pub async fn run(
     }
 
     // Drain: no new runs; running ones get drain_timeout; the rest go back.
+    metrics::AGENT_SERVES.reset();
     let drain_timeout = config.borrow().agent.drain_timeout;
     tracing::info!(running = cancels.running(), ?drain_timeout, "draining");
     intake.cancel();

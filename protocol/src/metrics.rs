@@ -41,6 +41,13 @@ pub const WORKER_NEXT_RUN_TIMESTAMP_SECONDS: &str = "loom_worker_next_run_timest
 pub const SCHEDULER_IS_LEADER: &str = "loom_scheduler_is_leader";
 /// `loom_agent_inflight_runs`: runs executing on this agent.
 pub const AGENT_INFLIGHT_RUNS: &str = "loom_agent_inflight_runs";
+/// `loom_worker_interval_seconds{worker}`: the gap between the worker's next
+/// two fires (leader scheduler), for "overdue" alert rules.
+pub const WORKER_INTERVAL_SECONDS: &str = "loom_worker_interval_seconds";
+/// `loom_worker_open_runs{worker}`: runs without a verdict yet (validator).
+pub const WORKER_OPEN_RUNS: &str = "loom_worker_open_runs";
+/// `loom_agent_serving{worker}`: 1 for each worker this agent serves.
+pub const AGENT_SERVING: &str = "loom_agent_serving";
 /// `loom_klaxon_alerts_sent_total{sink}`.
 pub const KLAXON_ALERTS_SENT_TOTAL: &str = "loom_klaxon_alerts_sent_total";
 /// `loom_klaxon_delivery_failures_total{sink}`: alerts a sink never took.
@@ -299,6 +306,23 @@ pub static WORKER_NEXT_RUN: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
         "Unix time of each enabled worker's next fire (leader scheduler only).",
     )
 });
+
+/// Gap between each worker's next two fires, exported by the leader.
+pub static WORKER_INTERVAL: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
+    worker_gauge(
+        WORKER_INTERVAL_SECONDS,
+        "Seconds between each worker's next two fires (leader scheduler only).",
+    )
+});
+
+/// Runs without a verdict, per worker, as the validator sees them.
+pub static WORKER_OPEN: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
+    worker_gauge(WORKER_OPEN_RUNS, "Runs of each worker that have no verdict yet.")
+});
+
+/// The workers this agent serves.
+pub static AGENT_SERVES: LazyLock<&'static WorkerGauge> =
+    LazyLock::new(|| worker_gauge(AGENT_SERVING, "1 for each worker this agent pulls runs for."));
 
 /// Whether this scheduler leads.
 pub static SCHEDULER_LEADER: LazyLock<IntGauge> = LazyLock::new(|| {

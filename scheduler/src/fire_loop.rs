@@ -166,6 +166,7 @@ pub(crate) async fn run_term(
     }
     fire_loop.flush().await;
     metrics::WORKER_NEXT_RUN.reset();
+    metrics::WORKER_INTERVAL.reset();
     Ok(())
 }
 
@@ -324,6 +325,7 @@ impl FireLoop {
     fn export_next_run(&self, name: &str) {
         let Some(entry) = self.entries.get(name) else {
             metrics::WORKER_NEXT_RUN.remove(name);
+            metrics::WORKER_INTERVAL.remove(name);
             return;
         };
         // The next occurrence is usually a fire; a DST skip is rare enough to
@@ -341,13 +343,31 @@ impl FireLoop {
             Some(at) if entry.worker.enabled => {
                 // Share the timeline's name: 100,000 workers, no copies.
                 let shared = self.entries.get_key_value(name).map(|(key, _)| key.clone());
+                // The gap to the fire after it: how late "overdue" is.
+                let interval = entry
+                    .worker
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_fire(at))
+                    .map(|after| (after - at).num_seconds() as f64);
                 match shared {
-                    Some(key) => metrics::WORKER_NEXT_RUN.set_shared(&key, at.timestamp() as f64),
-                    None => metrics::WORKER_NEXT_RUN.set(name, at.timestamp() as f64),
+                    Some(key) => {
+                        metrics::WORKER_NEXT_RUN.set_shared(&key, at.timestamp() as f64);
+                        if let Some(seconds) = interval {
+                            metrics::WORKER_INTERVAL.set_shared(&key, seconds);
+                        }
+                    }
+                    None => {
+                        metrics::WORKER_NEXT_RUN.set(name, at.timestamp() as f64);
+                        if let Some(seconds) = interval {
+                            metrics::WORKER_INTERVAL.set(name, seconds);
+                        }
+                    }
                 }
             }
             _ => {
                 metrics::WORKER_NEXT_RUN.remove(name);
+                metrics::WORKER_INTERVAL.remove(name);
             }
         }
     }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use loom_broker::Change;
 use loom_protocol::state::{OpenRun, RunStatus, open_key};
-use loom_protocol::{DeadLetterReason, VerdictKind};
+use loom_protocol::{DeadLetterReason, VerdictKind, metrics};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -36,6 +36,8 @@ pub async fn run(books: Books, shutdown: CancellationToken) {
         };
         let mut changes = std::pin::pin!(changes);
         let mut open: HashMap<Uuid, OpenRun> = HashMap::new();
+        let mut per_worker: HashMap<String, u64> = HashMap::new();
+        metrics::WORKER_OPEN.reset();
         let mut deadlines: BinaryHeap<Reverse<(DateTime<Utc>, Uuid)>> = BinaryHeap::new();
         loop {
             let next = deadlines.peek().map(|Reverse((at, _))| *at);
@@ -45,12 +47,17 @@ pub async fn run(books: Books, shutdown: CancellationToken) {
                     Some(Change::Put { key, value, .. }) => {
                         if let Some(run_id) = key.strip_prefix("open.").and_then(|id| id.parse().ok()) {
                             deadlines.push(Reverse((value.deadline, run_id)));
+                            if !open.contains_key(&run_id) {
+                                count(&mut per_worker, &value.worker, 1);
+                            }
                             open.insert(run_id, value);
                         }
                     }
                     Some(Change::Removed { key }) => {
-                        if let Some(run_id) = key.strip_prefix("open.").and_then(|id| id.parse::<Uuid>().ok()) {
-                            open.remove(&run_id);
+                        if let Some(run_id) = key.strip_prefix("open.").and_then(|id| id.parse::<Uuid>().ok())
+                            && let Some(closed) = open.remove(&run_id)
+                        {
+                            count(&mut per_worker, &closed.worker, -1);
                         }
                     }
                     None => break, // the watch ended: start a new one
@@ -75,6 +82,13 @@ pub async fn run(books: Books, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// Moves `worker`'s count of open runs by `delta` and exports it.
+fn count(per_worker: &mut HashMap<String, u64>, worker: &str, delta: i64) {
+    let slot = per_worker.entry(worker.to_owned()).or_insert(0);
+    *slot = slot.saturating_add_signed(delta);
+    metrics::WORKER_OPEN.set(worker, *slot as f64);
 }
 
 async fn sleep_until(at: Option<DateTime<Utc>>) {
