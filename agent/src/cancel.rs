@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use loom_broker::{Broker, ReadFrom};
 use loom_protocol::codec::decode;
+use loom_protocol::state::RunningAttempt;
 use loom_protocol::{CancelRequest, RunCommand};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,6 +33,8 @@ pub enum StopReason {
 #[derive(Clone)]
 pub struct Running {
     command: RunCommand,
+    attempt: u32,
+    started_at: DateTime<Utc>,
     /// Cancelled to stop the worker process.
     pub token: CancellationToken,
     /// Set once, by whoever stops it first.
@@ -47,6 +51,8 @@ impl Running {
 
 #[derive(Default)]
 struct State {
+    /// Woken whenever a run begins or ends here (agent presence follows it).
+    changed: Arc<Notify>,
     requests: Vec<CancelRequest>,
     running: HashMap<Uuid, Running>,
 }
@@ -67,6 +73,7 @@ impl Drop for RunningGuard {
     fn drop(&mut self) {
         if let Ok(mut state) = self.cancels.state.lock() {
             state.running.remove(&self.run_id);
+            state.changed.notify_one();
         }
     }
 }
@@ -88,9 +95,13 @@ impl Cancels {
         state.requests.push(request);
     }
 
-    /// Registers `command` as running, unless a request cancels it: then the
-    /// request's reason.
-    pub fn begin(&self, command: &RunCommand) -> Result<(Running, RunningGuard), String> {
+    /// Registers attempt `attempt` of `command` as running, unless a request
+    /// cancels it: then the request's reason.
+    pub fn begin(
+        &self,
+        command: &RunCommand,
+        attempt: u32,
+    ) -> Result<(Running, RunningGuard), String> {
         let Ok(mut state) = self.state.lock() else {
             return Err("the agent's cancel index is unusable".to_owned());
         };
@@ -99,10 +110,13 @@ impl Cancels {
         }
         let running = Running {
             command: command.clone(),
+            attempt,
+            started_at: Utc::now(),
             token: CancellationToken::new(),
             reason: Arc::new(OnceLock::new()),
         };
         state.running.insert(command.run_id, running.clone());
+        state.changed.notify_one();
         Ok((
             running,
             RunningGuard {
@@ -119,6 +133,33 @@ impl Cancels {
                 running.stop(reason.clone());
             }
         }
+    }
+
+    /// The runs executing here, oldest first.
+    pub fn snapshot(&self) -> Vec<RunningAttempt> {
+        let Ok(state) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut running: Vec<RunningAttempt> = state
+            .running
+            .values()
+            .map(|r| RunningAttempt {
+                run_id: r.command.run_id,
+                worker: r.command.worker.clone(),
+                attempt: r.attempt,
+                started_at: r.started_at,
+            })
+            .collect();
+        running.sort_by_key(|r| (r.started_at, r.run_id));
+        running
+    }
+
+    /// Woken whenever a run begins or ends here.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.state
+            .lock()
+            .map(|s| s.changed.clone())
+            .unwrap_or_default()
     }
 
     /// How many runs are executing here.

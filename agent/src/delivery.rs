@@ -75,7 +75,7 @@ pub async fn handle(shared: Arc<Shared>, worker_name: String, message: Message) 
         acknowledge_with(&message, AckKind::Term).await;
         return;
     };
-    let (running, _guard) = match shared.cancels.begin(&command) {
+    let (running, _guard) = match shared.cancels.begin(&command, attempt) {
         Ok(running) => running,
         Err(reason) => {
             tracing::info!(run_id = %command.run_id, worker = %worker.name, %reason, "run cancelled before it started");

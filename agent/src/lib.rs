@@ -4,7 +4,8 @@
 //! delivery from pull to acknowledgement (`delivery`): progress acks
 //! (heartbeats) while a worker runs, results stored before acks, retries by
 //! NAK-with-delay ([`decide`]); cancellation (`cancel`), enforcement bundles
-//! (`bundles`) and the graceful drain on shutdown. How a process runs is the
+//! (`bundles`), its presence in the agents bucket (`presence`) and the
+//! graceful drain on shutdown. How a process runs is the
 //! `workers` crate's business; what a run's verdict is, the validator's: the
 //! agent decides neither.
 
@@ -12,6 +13,7 @@ mod bundles;
 mod cancel;
 pub mod decide;
 mod delivery;
+mod presence;
 mod pull;
 mod serve;
 
@@ -84,9 +86,26 @@ pub async fn run(
         intake.clone(),
     ));
 
+    let (served, served_changes) = watch::channel(Vec::new());
+    let presence_stop = CancellationToken::new();
+    let presence = tokio::spawn(presence::keep(
+        broker.clone(),
+        presence::Identity {
+            id: agent_id.clone(),
+            labels: initial.agent.labels.clone(),
+            concurrency: initial.agent.concurrency.get(),
+        },
+        cancels.clone(),
+        served_changes,
+        presence_stop.clone(),
+    ));
+
     let mut serving: HashMap<String, CancellationToken> = HashMap::new();
     let update = |config: &Config, serving: &mut HashMap<String, CancellationToken>| {
         let wanted = served_workers(config, options.all_labels);
+        let mut names = wanted.to_vec();
+        names.sort();
+        served.send_replace(names);
         serving.retain(|worker, stop| {
             let keep = wanted.contains(worker);
             if !keep {
@@ -144,5 +163,7 @@ pub async fn run(
     }
     loops.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), loops.wait()).await;
+    presence_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), presence).await;
     tracing::info!("agent stopped");
 }

@@ -317,12 +317,19 @@ pub static WORKER_INTERVAL: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
 
 /// Runs without a verdict, per worker, as the validator sees them.
 pub static WORKER_OPEN: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
-    worker_gauge(WORKER_OPEN_RUNS, "Runs of each worker that have no verdict yet.")
+    worker_gauge(
+        WORKER_OPEN_RUNS,
+        "Runs of each worker that have no verdict yet.",
+    )
 });
 
 /// The workers this agent serves.
-pub static AGENT_SERVES: LazyLock<&'static WorkerGauge> =
-    LazyLock::new(|| worker_gauge(AGENT_SERVING, "1 for each worker this agent pulls runs for."));
+pub static AGENT_SERVES: LazyLock<&'static WorkerGauge> = LazyLock::new(|| {
+    worker_gauge(
+        AGENT_SERVING,
+        "1 for each worker this agent pulls runs for.",
+    )
+});
 
 /// Whether this scheduler leads.
 pub static SCHEDULER_LEADER: LazyLock<IntGauge> = LazyLock::new(|| {

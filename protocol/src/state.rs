@@ -3,7 +3,7 @@
 //! Values are JSON so that `nats kv get` shows them to people. Each key has
 //! one writer: the leader lease the schedulers, `fire.*` the leader scheduler,
 //! `pause.*` the operator commands, `bundle.*` whoever publishes enforcement
-//! bundles.
+//! bundles, `agent.*` in the agents bucket each agent its own.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,64 @@ pub fn bundle_key(name: &str) -> String {
     format!("bundle.{name}")
 }
 
+/// Key of an agent's presence in the agents bucket: `agent.<id>`, the id's
+/// characters that cannot be in a key replaced by `_`.
+pub fn presence_key(agent_id: &str) -> String {
+    let token: String = agent_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("agent.{token}")
+}
+
+/// How often an agent rewrites its presence when nothing changes.
+pub const PRESENCE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a presence outlives its last write: an agent that died vanishes
+/// from the agents bucket after this (the bucket's max age).
+pub const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// An agent's presence: what it serves and what it runs now. Each agent
+/// writes its own key on every change and every [`PRESENCE_HEARTBEAT`], and
+/// deletes it when it stops; the key expires after [`PRESENCE_TTL`] if the
+/// agent dies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPresence {
+    /// The agent's id (as in results).
+    pub id: String,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// The workers it serves, sorted.
+    pub workers: Vec<String>,
+    /// How many runs it executes at once.
+    pub concurrency: u32,
+    /// The runs executing on it now.
+    pub running: Vec<RunningAttempt>,
+    /// When the agent started.
+    pub started_at: DateTime<Utc>,
+    /// When it wrote this.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// A run executing on an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningAttempt {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its worker.
+    pub worker: String,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// When the worker process started.
+    pub started_at: DateTime<Utc>,
+}
+
 /// Who holds the leader lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderRecord {
@@ -116,6 +174,9 @@ pub struct BundleRef {
 pub enum RunStatus {
     /// Published; no attempt has reported yet.
     Queued,
+    /// An agent executes it now. Never stored: views (the run history of
+    /// the API, `loom trigger --wait`) derive it from agent presence.
+    Running,
     /// An attempt failed and another will follow.
     Retrying,
     /// It has its verdict.

@@ -30,8 +30,9 @@
 //!   advisories for the run stream, which are otherwise fire-and-forget core
 //!   messages lost while the validator is down.
 //! - **Buckets**: the leader lease (entries expire after the lease TTL; limit
-//!   markers let standbys see the expiry), per-worker state, run state, and
-//!   the object store of enforcement bundles.
+//!   markers let standbys see the expiry), per-worker state, run state,
+//!   agent presence (entries expire when an agent dies), and the object
+//!   store of enforcement bundles.
 //!
 //! Streams take their replica count from configuration: R1 on one machine,
 //! R3 in a cluster.
@@ -230,6 +231,11 @@ impl Names {
         format!("{}_runs", self.prefix)
     }
 
+    /// Bucket of agent presence (what each agent serves and runs): `<prefix>_agents`.
+    pub fn agents_bucket(&self) -> String {
+        format!("{}_agents", self.prefix)
+    }
+
     /// Object store of enforcement bundles, keyed by digest: `<prefix>_enforcement`.
     pub fn enforcement_store(&self) -> String {
         format!("{}_enforcement", self.prefix)
@@ -373,6 +379,12 @@ impl Topology {
                 names.runs_bucket(),
                 "run state: every run until its terminal verdict, then its history",
                 settings.history,
+                None,
+            ),
+            bucket(
+                names.agents_bucket(),
+                "agent presence: what each agent serves and runs; entries expire when an agent dies",
+                crate::state::PRESENCE_TTL,
                 None,
             ),
         ];

@@ -6,7 +6,8 @@
 //! [`judge`]), and JetStream's max-deliveries advisories (a run whose agents
 //! kept dying). Its watchdog turns silence into `lost` by each run's
 //! deadline. It keeps run state and worker health in KV ([`books`]) and
-//! answers run history and dead-letter queries ([`history`]). It never
+//! answers run history and dead-letter queries ([`history`]) and the mesh
+//! overview of `loom status` and the dashboard ([`status`]). It never
 //! executes a worker.
 //!
 //! Any number of validators may run side by side: they share durable
@@ -19,6 +20,7 @@ pub mod health;
 pub mod history;
 mod intake;
 pub mod judge;
+pub mod status;
 mod watchdog;
 
 use std::sync::Arc;

@@ -55,6 +55,7 @@ fn status_name(status: loom_protocol::state::RunStatus) -> &'static str {
     use loom_protocol::state::RunStatus;
     match status {
         RunStatus::Queued => "queued",
+        RunStatus::Running => "running",
         RunStatus::Retrying => "retrying",
         RunStatus::Done => "done",
     }
