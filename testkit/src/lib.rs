@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 use loom_broker::embedded::{self, EmbeddedServer, ServerOptions};
 
 mod alertmanager;
+pub mod browser;
+pub mod prometheus;
 
 pub use alertmanager::{Alertmanager, alertmanager_binary};
 

@@ -1,0 +1,2 @@
+//! A real headless Chromium driven through chromedriver (WebDriver), for the
+//! dashboard tests.

@@ -1,0 +1,2 @@
+//! A real Prometheus and promtool (Debian's `prometheus` package), for the
+//! alert rule tests.
