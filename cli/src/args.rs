@@ -88,6 +88,8 @@ pub enum Command {
     Validator,
     /// Run Klaxon: dead letters become alerts. Run one or more.
     Klaxon,
+    /// Show every worker's health: schedule, next and last run, 24 h figures.
+    Status(StatusArgs),
     /// Show a worker's recent runs.
     Runs(RunsArgs),
     /// Cancel a run: the agent running it stops it.
@@ -120,6 +122,14 @@ pub struct AgentArgs {
     /// Runs executed at once (overrides agent.concurrency).
     #[arg(long)]
     pub concurrency: Option<u32>,
+}
+
+/// `loom status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the overview as JSON (the shape of `GET /api/workers`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `loom runs`.

@@ -262,8 +262,12 @@ pub async fn worker_runs(
     let runs = states
         .into_iter()
         .map(|mut state| {
-            let agent = running_on(&presences, state.run_id).map(|a| a.id.clone());
-            if agent.is_some() && state.status != RunStatus::Done {
+            // Presence lags a little behind verdicts: a run with its
+            // verdict runs nowhere, whatever an agent last wrote.
+            let agent = (state.status != RunStatus::Done)
+                .then(|| running_on(&presences, state.run_id).map(|a| a.id.clone()))
+                .flatten();
+            if agent.is_some() {
                 state.status = RunStatus::Running;
             }
             RunView {

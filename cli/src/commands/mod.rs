@@ -12,6 +12,7 @@ mod pause;
 pub(crate) mod roles;
 mod runs;
 mod scheduler;
+mod status;
 mod trigger;
 mod up;
 mod validator;
@@ -30,6 +31,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Agent(agent) => agent::run(&args.global, agent, shutdown_on_signal()).await,
         Command::Validator => validator::run(&args.global, shutdown_on_signal()).await,
         Command::Klaxon => klaxon::run(&args.global, shutdown_on_signal()).await,
+        Command::Status(status) => status::run(&args.global, status).await,
         Command::Runs(runs) => runs::run(&args.global, runs).await,
         Command::Cancel(cancel) => cancel::run(&args.global, cancel).await,
         Command::Dlq(dlq) => dlq::run(&args.global, dlq).await,

@@ -1,4 +1,5 @@
-//! `loom runs`: a worker's recent runs.
+//! `loom runs`: a worker's recent runs (and, with `--json`, its skipped
+//! fires of the last day: the shape of `GET /api/runs`).
 
 use serde_json::json;
 
@@ -11,13 +12,14 @@ pub async fn run(global: &Global, args: &RunsArgs) -> anyhow::Result<()> {
     let config = load_config(global)?;
     loom_scheduler::operator::find_worker(&config, &args.worker)?;
     let broker = connect(&config, "runs").await?;
-    let runs = loom_validator::history::runs_of(&broker, &args.worker, args.limit).await;
+    let history = loom_validator::status::worker_runs(&broker, &args.worker, args.limit).await;
     broker.close().await;
-    let runs = runs?;
+    let history = history?;
     if args.json {
-        print_json(&json!(runs));
+        print_json(&json!(history));
         return Ok(());
     }
+    let runs = history.runs;
     if runs.is_empty() {
         println!("{} has no runs in the history", args.worker);
         return Ok(());
@@ -26,12 +28,17 @@ pub async fn run(global: &Global, args: &RunsArgs) -> anyhow::Result<()> {
         "{:<36}  {:<20}  {:<8}  {:>8}  {:<8}  {:<24}  {:<14}  reason",
         "run", "scheduled (UTC)", "trigger", "attempts", "duration", "agent", "verdict"
     );
-    for run in runs {
+    for view in runs {
+        let run = view.state;
         let last = run.attempts.last();
         let duration = last.map_or("-".to_owned(), |a| {
             format!("{:.1}s", a.duration_ms as f64 / 1000.0)
         });
-        let agent = last.map_or("-", |a| a.agent_id.as_str());
+        let agent = view
+            .running_on
+            .as_deref()
+            .or(last.map(|a| a.agent_id.as_str()))
+            .unwrap_or("-");
         let verdict = run.verdict.map_or_else(
             || format!("({})", status_name(run.status)),
             |v| v.as_str().to_owned(),
