@@ -97,6 +97,9 @@ pub enum Command {
     /// Dead letters: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Workflows: start, list, show, report, answer.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
     /// Enforcement bundles.
     #[command(subcommand)]
     Enforcement(EnforcementCommand),
@@ -163,6 +166,56 @@ pub enum EnforcementCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `loom workflow`.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Start a workflow run; prints its id on the first line.
+    Start {
+        /// The workflow's registry name.
+        workflow: String,
+        /// A param for every task, `name=value`; repeat for more.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Wait until the run ends, print its outcome, and exit non-zero
+        /// unless it is done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List workflow runs, newest first.
+    List {
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a workflow run: rounds, tasks, attempts, the strategist.
+    Show {
+        /// The workflow run's id.
+        run_id: uuid::Uuid,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A workflow run's report: per round, tasks valid/total, durations,
+    /// decisions; summed CPU time and cost.
+    Report {
+        /// The workflow run's id.
+        run_id: uuid::Uuid,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer the question a workflow run waits on; the run resumes.
+    Answer {
+        /// The workflow run's id.
+        run_id: uuid::Uuid,
+        /// The answer, passed to the strategist (`LOOM_PARAM_ANSWER`).
+        text: String,
     },
 }
 

@@ -1,8 +1,10 @@
 //! Configuration errors: each one sentence that names the file, the worker
-//! and the field (or the environment variable) to fix.
+//! or workflow, and the field (or the environment variable) to fix.
 
 use std::fmt;
 use std::path::PathBuf;
+
+use crate::plan::TaskPlanError;
 
 /// Where a setting came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,43 @@ pub enum ConfigError {
         /// Where it was defined again.
         second: PathBuf,
     },
+    /// A field of a workflow is wrong.
+    #[error("{}: workflow {workflow:?}: {field} {detail}", file.display())]
+    Workflow {
+        /// The file the workflow is defined in.
+        file: PathBuf,
+        /// The workflow's name.
+        workflow: String,
+        /// The field, dotted for nested ones, or `name`.
+        field: String,
+        /// What is wrong, phrased to follow the field.
+        detail: String,
+    },
+    /// A workflow's tasks cannot be planned: empty, a cycle, an unknown
+    /// worker, a duplicate id, a missing dependency or a bad id.
+    #[error("{}: workflow {workflow:?}: {problem}", file.display())]
+    WorkflowTasks {
+        /// The file the workflow is defined in.
+        file: PathBuf,
+        /// The workflow's name.
+        workflow: String,
+        /// What is wrong with the tasks.
+        problem: TaskPlanError,
+    },
+    /// Two definitions of the same workflow.
+    #[error(
+        "{}: workflow {workflow:?} is defined twice (also in {})",
+        second.display(),
+        first.display()
+    )]
+    DuplicateWorkflow {
+        /// The workflow's name.
+        workflow: String,
+        /// Where it was defined first.
+        first: PathBuf,
+        /// Where it was defined again.
+        second: PathBuf,
+    },
 }
 
 impl ConfigError {
@@ -93,10 +132,21 @@ impl ConfigError {
         }
     }
 
+    /// The workflow an error is about, if any.
+    pub fn workflow(&self) -> Option<&str> {
+        match self {
+            ConfigError::Workflow { workflow, .. }
+            | ConfigError::WorkflowTasks { workflow, .. }
+            | ConfigError::DuplicateWorkflow { workflow, .. } => Some(workflow),
+            _ => None,
+        }
+    }
+
     /// The field or key an error is about, if any.
     pub fn field(&self) -> Option<&str> {
         match self {
-            ConfigError::Worker { field, .. } => Some(field),
+            ConfigError::Worker { field, .. } | ConfigError::Workflow { field, .. } => Some(field),
+            ConfigError::WorkflowTasks { .. } => Some("tasks"),
             ConfigError::Setting { key, .. } => Some(key),
             _ => None,
         }

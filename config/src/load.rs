@@ -201,7 +201,8 @@ fn env_var_name(path: &[String]) -> String {
     format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())
 }
 
-/// Turns figment's error into one of ours, naming file, worker and field.
+/// Turns figment's error into one of ours, naming file, worker (or
+/// workflow) and field.
 fn convert(error: FigmentError, file: Option<&Path>) -> ConfigError {
     use figment::error::Kind;
     let origin = origin_of(error.metadata.as_ref(), &error.path);
@@ -251,6 +252,21 @@ fn keyed(origin: Origin, path: &[String], detail: &str) -> ConfigError {
             detail: detail.to_owned(),
         };
     }
+    if let [first, workflow, field @ ..] = path
+        && first == "workflows"
+        && let Origin::File(file) = &origin
+    {
+        return ConfigError::Workflow {
+            file: file.clone(),
+            workflow: workflow.clone(),
+            field: if field.is_empty() {
+                "definition".to_owned()
+            } else {
+                field.join(".")
+            },
+            detail: detail.to_owned(),
+        };
+    }
     ConfigError::Setting {
         origin,
         key: path.join("."),
@@ -282,7 +298,8 @@ fn syntax_error(file: PathBuf, message: &str) -> ConfigError {
                 .all(|c| c.is_ascii_digit() || c == '|' || c == ' ')
         })
         .collect();
-    // A worker table written twice is the duplicate-worker error.
+    // A worker (or workflow) table written twice is the duplicate-worker
+    // (or duplicate-workflow) error.
     if let Some(duplicate) = reasons.iter().find_map(|reason| {
         reason
             .strip_prefix("duplicate key `")
@@ -290,6 +307,17 @@ fn syntax_error(file: PathBuf, message: &str) -> ConfigError {
     }) {
         return ConfigError::DuplicateWorker {
             worker: duplicate.to_owned(),
+            first: file.clone(),
+            second: file,
+        };
+    }
+    if let Some(duplicate) = reasons.iter().find_map(|reason| {
+        reason
+            .strip_prefix("duplicate key `")
+            .and_then(|rest| rest.strip_suffix("` in table `workflows`"))
+    }) {
+        return ConfigError::DuplicateWorkflow {
+            workflow: duplicate.to_owned(),
             first: file.clone(),
             second: file,
         };

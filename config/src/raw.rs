@@ -3,8 +3,9 @@
 //! These structures mirror `loom.toml` and `workers.toml` key for key; their
 //! doc comments are the user documentation of every key and its default.
 //! Unknown keys are refused. Values that need checking (durations, zones,
-//! schedules, paths) stay as text here and become typed values in
-//! [`crate::validate`], which knows the file, worker and field to blame.
+//! schedules, paths, workflow tasks) stay as written here and become typed
+//! values in [`crate::validate`], which knows the file, worker or workflow,
+//! and field to blame.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +47,8 @@ pub struct RawConfig {
     pub registry: Option<RelativePathBuf>,
     /// Workers defined inline, in the registry format.
     pub workers: BTreeMap<String, RawWorker>,
+    /// Workflows defined inline, in the registry format.
+    pub workflows: BTreeMap<String, RawWorkflow>,
 }
 
 /// `[nats]`.
@@ -195,12 +198,14 @@ pub struct RawEnforcement {
     pub dir: Option<RelativePathBuf>,
 }
 
-/// `workers.toml`: the registry of workers.
+/// `workers.toml`: the registry of workers and workflows.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRegistry {
     /// One table per worker.
     pub workers: BTreeMap<String, RawWorker>,
+    /// One table per workflow.
+    pub workflows: BTreeMap<String, RawWorkflow>,
 }
 
 /// `[workers.<name>]`: one worker. The name is its subject token.
@@ -267,6 +272,63 @@ pub struct RawWorker {
     pub alert_after: Option<u32>,
     /// The output contract.
     pub output: Option<RawOutput>,
+}
+
+/// `[workflows.<name>]`: one workflow (DESIGN §10). The name is a subject
+/// token, like a worker's.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkflow {
+    /// One line saying what the workflow does.
+    #[serde(default)]
+    pub description: String,
+    /// When it runs, in the same syntax as a worker's `schedule`. Absent: the
+    /// workflow runs only when triggered.
+    pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in. Default `UTC`.
+    pub timezone: Option<String>,
+    /// Whether the schedule fires. Default `true`.
+    pub enabled: Option<bool>,
+    /// Spread fires by up to this much, by a fixed offset derived from the
+    /// workflow's name. Default `0s`.
+    pub jitter: Option<DurationText>,
+    /// A local time that does not exist (spring forward): `shift` or `skip`,
+    /// as for a worker. Default `shift`.
+    pub dst_gap: Option<DstGap>,
+    /// A local time that occurs twice (fall back): `first`, `last` or `both`,
+    /// as for a worker. Default `first`.
+    pub dst_repeat: Option<DstRepeat>,
+    /// The tasks, at least one: `[{ id = "a", worker = "w", depends_on =
+    /// ["b"], params = { k = "v" } }]`. They run level by level: a task
+    /// starts once every task it depends on has a verdict.
+    #[serde(default)]
+    pub tasks: Vec<RawTask>,
+    /// A registry worker that runs after each round and answers `DONE`,
+    /// `SPAWN_NEXT` or `CLARIFICATION_NEEDED` on its status line. Default:
+    /// none; a run ends once its tasks have verdicts.
+    pub strategist: Option<String>,
+    /// Most rounds one run of the workflow may take, 1 to 10. Default 5.
+    pub max_rounds: Option<u32>,
+    /// Attempts after the first for a task whose output is invalid, before
+    /// it is marked blocked and its dependents are skipped. Default 1.
+    pub task_retries: Option<u32>,
+}
+
+/// One entry of a workflow's `tasks`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTask {
+    /// Id of the task within the workflow: letters, digits, `-` and `_`.
+    pub id: String,
+    /// The registry worker that runs it.
+    pub worker: String,
+    /// Ids of the tasks of this workflow it runs after. Default: none.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Params of its run, reaching the worker as `LOOM_PARAM_<NAME>`.
+    /// Default: none.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }
 
 /// `backoff = { initial, max, factor, jitter }`.

@@ -1,7 +1,8 @@
 //! Stage two: the validated configuration every role is handed.
 //!
 //! Everything here is already checked and typed (durations, zones,
-//! schedules, absolute paths), so nothing downstream re-checks it.
+//! schedules, absolute paths, workflow task levels), so nothing downstream
+//! re-checks it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use loom_protocol::Subjects;
 use loom_protocol::topology::{MeshSettings, Topology, WorkerConsumer};
 use serde::{Deserialize, Serialize};
 
+pub use crate::plan::{TaskPlanError, plan_levels};
 use crate::schedule::Schedule;
 
 /// Deliveries a run consumer allows beyond the worker's attempts, so that a
@@ -45,7 +47,7 @@ pub struct Config {
     pub klaxon: KlaxonSettings,
     /// Enforcement settings.
     pub enforcement: EnforcementSettings,
-    /// The worker registry.
+    /// The registry: workers and workflows.
     pub registry: Registry,
 }
 
@@ -380,17 +382,74 @@ impl Worker {
     }
 }
 
-/// The registry: every worker, by name. Workers are shared (`Arc`) with
-/// the roles that keep them, so a registry of 100,000 workers is held once.
+/// Ceiling of max_rounds.
+pub const MAX_ROUNDS_CEILING: u32 = 10;
+
+/// One validated workflow of the registry (DESIGN §10): tasks naming
+/// registry workers, run level by level, with an optional strategist after
+/// each round.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// Registry name (a subject token).
+    pub name: String,
+    /// The file it is defined in.
+    pub source: PathBuf,
+    /// What it does.
+    pub description: String,
+    /// When it fires; `None` for manual-only workflows.
+    pub schedule: Option<Schedule>,
+    /// Its time zone.
+    pub timezone: chrono_tz::Tz,
+    /// Whether its schedule fires.
+    pub enabled: bool,
+    /// Its tasks, in definition order.
+    pub tasks: Vec<WorkflowTask>,
+    /// Task ids grouped by level (topological order, see [`plan_levels`]);
+    /// within a level in definition order.
+    pub levels: Vec<Vec<String>>,
+    /// The worker that runs after each round and decides what follows.
+    pub strategist: Option<String>,
+    /// Most rounds a run of it may take, 1 to [`MAX_ROUNDS_CEILING`].
+    pub max_rounds: u32,
+    /// Attempts after the first for a task whose output is invalid, before it
+    /// is marked blocked.
+    pub task_retries: u32,
+}
+
+impl Workflow {
+    /// The task with this id.
+    pub fn task(&self, id: &str) -> Option<&WorkflowTask> {
+        self.tasks.iter().find(|task| task.id == id)
+    }
+
+    /// A short description of when it runs: the schedule in words, or
+    /// `manual only`.
+    pub fn schedule_description(&self) -> String {
+        match &self.schedule {
+            Some(schedule) => schedule.describe(),
+            None => "manual only".to_owned(),
+        }
+    }
+}
+
+/// One task of a workflow: a run of a registry worker, after the tasks it
+/// depends on. Also the shape of the tasks a strategist spawns; defined with
+/// the wire types, since workflow state carries it.
+pub use loom_protocol::workflow::WorkflowTask;
+
+/// The registry: every worker and every workflow, by name. Both are shared
+/// (`Arc`) with the roles that keep them, so a registry of 100,000 workers is
+/// held once.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     /// The registry file, when the workers came from one.
     pub file: Option<PathBuf>,
     workers: BTreeMap<String, std::sync::Arc<Worker>>,
+    workflows: BTreeMap<String, std::sync::Arc<Workflow>>,
 }
 
 impl Registry {
-    /// A registry of these workers.
+    /// A registry of these workers (and no workflows).
     pub fn new(file: Option<PathBuf>, workers: BTreeMap<String, Worker>) -> Self {
         Registry {
             file,
@@ -398,7 +457,17 @@ impl Registry {
                 .into_iter()
                 .map(|(name, worker)| (name, std::sync::Arc::new(worker)))
                 .collect(),
+            workflows: BTreeMap::new(),
         }
+    }
+
+    /// The same registry with these workflows (replacing any it had).
+    pub fn with_workflows(mut self, workflows: BTreeMap<String, Workflow>) -> Self {
+        self.workflows = workflows
+            .into_iter()
+            .map(|(name, workflow)| (name, std::sync::Arc::new(workflow)))
+            .collect();
+        self
     }
 
     /// Every worker, in name order.
@@ -421,6 +490,21 @@ impl Registry {
         self.workers.get(name).cloned()
     }
 
+    /// Every workflow, in name order.
+    pub fn workflows(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows.values().map(|workflow| workflow.as_ref())
+    }
+
+    /// The workflow called `name`.
+    pub fn workflow(&self, name: &str) -> Option<&Workflow> {
+        self.workflows.get(name).map(|workflow| workflow.as_ref())
+    }
+
+    /// The workflow called `name`, shared.
+    pub fn shared_workflow(&self, name: &str) -> Option<std::sync::Arc<Workflow>> {
+        self.workflows.get(name).cloned()
+    }
+
     /// The same registry in fresh allocations. Workers built while a large
     /// file was parsed sit scattered among the parser's freed memory, which
     /// then cannot be returned to the system; copies made once that memory
@@ -433,15 +517,22 @@ impl Registry {
                 .iter()
                 .map(|(name, worker)| (name.clone(), std::sync::Arc::new(Worker::clone(worker))))
                 .collect(),
+            workflows: self
+                .workflows
+                .iter()
+                .map(|(name, workflow)| {
+                    (name.clone(), std::sync::Arc::new(Workflow::clone(workflow)))
+                })
+                .collect(),
         }
     }
 
-    /// How many workers there are.
+    /// How many workers there are (workflows not counted).
     pub fn len(&self) -> usize {
         self.workers.len()
     }
 
-    /// Whether there are none.
+    /// Whether there are no workers (workflows not counted).
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
     }

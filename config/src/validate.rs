@@ -13,8 +13,10 @@ use loom_protocol::subjects::{DEFAULT_PREFIX, validate_token};
 
 use crate::error::{ConfigError, closest};
 use crate::load::{absolute, origin_of};
-use crate::raw::{DurationText, OneOrMany, RawConfig, RawRegistry, RawSink, RawWorker};
-use crate::schedule::Schedule;
+use crate::raw::{
+    DurationText, OneOrMany, RawConfig, RawRegistry, RawSink, RawWorker, RawWorkflow,
+};
+use crate::schedule::{DstGap, DstRepeat, Schedule};
 use crate::settings::*;
 
 /// Defaults, in one place; the field docs in [`crate::raw`] repeat them.
@@ -61,9 +63,14 @@ pub mod defaults {
     pub const STARTING_DEADLINE: Duration = Duration::from_secs(3600);
     /// A worker's `output.max_bytes`.
     pub const OUTPUT_MAX_BYTES: u64 = 1 << 20;
+    /// A workflow's `max_rounds`.
+    pub const MAX_ROUNDS: u32 = 5;
+    /// A workflow's `task_retries`.
+    pub const TASK_RETRIES: u32 = 1;
 }
 
-/// The most retries a worker may ask for.
+/// The most retries a worker may ask for (and the most `task_retries` a
+/// workflow may).
 pub const MAX_RETRIES: u32 = 100;
 
 /// What validation needs to know about where values came from.
@@ -213,8 +220,10 @@ pub(crate) fn validate(
             .map(|dir| absolute(&dir.relative())),
     };
 
-    // The registry: inline workers (from loom.toml) and the registry file.
+    // The registry: inline workers and workflows (from loom.toml) and the
+    // registry file.
     let mut raw_workers: Vec<(PathBuf, String, RawWorker)> = Vec::new();
+    let mut raw_workflows: Vec<(PathBuf, String, RawWorkflow)> = Vec::new();
     let config_file = sources
         .file
         .clone()
@@ -222,10 +231,16 @@ pub(crate) fn validate(
     for (name, worker) in raw.workers {
         raw_workers.push((config_file.clone(), name, worker));
     }
+    for (name, workflow) in raw.workflows {
+        raw_workflows.push((config_file.clone(), name, workflow));
+    }
     let registry_path = registry_file.as_ref().map(|(file, _)| file.clone());
     if let Some((file, registry)) = registry_file {
         for (name, worker) in registry.workers {
             raw_workers.push((file.clone(), name, worker));
+        }
+        for (name, workflow) in registry.workflows {
+            raw_workflows.push((file.clone(), name, workflow));
         }
     }
     let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
@@ -240,7 +255,20 @@ pub(crate) fn validate(
         let worker = worker(&file, &name, raw_worker, &enforcement)?;
         workers.insert(name, worker);
     }
-    let registry = Registry::new(registry_path, workers);
+    // Workflows name workers, so they are checked once every worker is known.
+    let mut workflows: BTreeMap<String, Workflow> = BTreeMap::new();
+    for (file, name, raw_workflow) in raw_workflows {
+        if let Some(existing) = workflows.get(&name) {
+            return Err(ConfigError::DuplicateWorkflow {
+                workflow: name,
+                first: existing.source.clone(),
+                second: file,
+            });
+        }
+        let workflow = workflow(&file, &name, raw_workflow, &workers)?;
+        workflows.insert(name, workflow);
+    }
+    let registry = Registry::new(registry_path, workers).with_workflows(workflows);
 
     let agent = agent(&raw.agent, &registry, sources)?;
     let validator = ValidatorSettings {
@@ -457,29 +485,16 @@ fn worker(
         .map_err(|e| fail("name", format!("{name:?} {e} (it is a subject token)")))?;
     let registry_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
 
-    let timezone = match &raw.timezone {
-        None => chrono_tz::UTC,
-        Some(zone) => zone.parse::<chrono_tz::Tz>().map_err(|_| {
-            let hint = closest(zone, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))
-                .map(|near| format!(" (did you mean {near:?}?)"))
-                .unwrap_or_default();
-            fail(
-                "timezone",
-                format!("{zone:?} is not an IANA time zone{hint}"),
-            )
-        })?,
-    };
-
-    let jitter = duration("jitter", &raw.jitter, Duration::ZERO)?;
-    let dst_gap = raw.dst_gap.unwrap_or_default();
-    let dst_repeat = raw.dst_repeat.unwrap_or_default();
-    let schedule = match &raw.schedule {
-        None => None,
-        Some(expression) => Some(
-            Schedule::parse(expression, timezone, dst_gap, dst_repeat, jitter, name)
-                .map_err(|e| fail("schedule", e.to_string()))?,
-        ),
-    };
+    let timezone = timezone(raw.timezone.as_deref()).map_err(|detail| fail("timezone", detail))?;
+    let schedule = schedule(
+        raw.schedule.as_deref(),
+        timezone,
+        raw.dst_gap,
+        raw.dst_repeat,
+        duration("jitter", &raw.jitter, Duration::ZERO)?,
+        name,
+    )
+    .map_err(|detail| fail("schedule", detail))?;
 
     let Some(program) = raw.command.first() else {
         return Err(fail("command", "is empty; give the program and its arguments, e.g. [\"bin/report.sh\", \"--days\", \"7\"]".to_owned()));
@@ -647,6 +662,139 @@ fn worker(
             schema,
         },
     })
+}
+
+/// Checks one workflow definition from `file`, against the registry's workers.
+fn workflow(
+    file: &Path,
+    name: &str,
+    raw: RawWorkflow,
+    workers: &BTreeMap<String, Worker>,
+) -> Result<Workflow, ConfigError> {
+    let fail = |field: &str, detail: String| ConfigError::Workflow {
+        file: file.to_path_buf(),
+        workflow: name.to_owned(),
+        field: field.to_owned(),
+        detail,
+    };
+    validate_token(name)
+        .map_err(|e| fail("name", format!("{name:?} {e} (it is a subject token)")))?;
+
+    let timezone = timezone(raw.timezone.as_deref()).map_err(|detail| fail("timezone", detail))?;
+    let jitter = match &raw.jitter {
+        None => Duration::ZERO,
+        Some(text) => parse_duration(text).map_err(|detail| fail("jitter", detail))?,
+    };
+    let schedule = schedule(
+        raw.schedule.as_deref(),
+        timezone,
+        raw.dst_gap,
+        raw.dst_repeat,
+        jitter,
+        name,
+    )
+    .map_err(|detail| fail("schedule", detail))?;
+
+    let tasks: Vec<WorkflowTask> = raw
+        .tasks
+        .into_iter()
+        .map(|task| WorkflowTask {
+            id: task.id,
+            worker: task.worker,
+            depends_on: task.depends_on,
+            params: task.params,
+        })
+        .collect();
+    let levels = plan_levels(&tasks, |worker| workers.contains_key(worker)).map_err(|problem| {
+        ConfigError::WorkflowTasks {
+            file: file.to_path_buf(),
+            workflow: name.to_owned(),
+            problem,
+        }
+    })?;
+
+    if let Some(strategist) = &raw.strategist
+        && !workers.contains_key(strategist)
+    {
+        let hint = closest(strategist, workers.keys().map(String::as_str))
+            .map(|near| format!("; did you mean {near:?}?"))
+            .unwrap_or_default();
+        return Err(fail(
+            "strategist",
+            format!("names worker {strategist:?}, which is not in the registry{hint}"),
+        ));
+    }
+
+    let max_rounds = raw.max_rounds.unwrap_or(defaults::MAX_ROUNDS);
+    if max_rounds == 0 {
+        return Err(fail("max_rounds", "must be at least 1".to_owned()));
+    }
+    if max_rounds > MAX_ROUNDS_CEILING {
+        return Err(fail(
+            "max_rounds",
+            format!("{max_rounds} is more than the hard ceiling, {MAX_ROUNDS_CEILING}"),
+        ));
+    }
+    let task_retries = raw.task_retries.unwrap_or(defaults::TASK_RETRIES);
+    if task_retries > MAX_RETRIES {
+        return Err(fail(
+            "task_retries",
+            format!("{task_retries} is more than the most allowed, {MAX_RETRIES}"),
+        ));
+    }
+
+    Ok(Workflow {
+        name: name.to_owned(),
+        source: file.to_path_buf(),
+        description: raw.description,
+        schedule,
+        timezone,
+        enabled: raw.enabled.unwrap_or(true),
+        tasks,
+        levels,
+        strategist: raw.strategist,
+        max_rounds,
+        task_retries,
+    })
+}
+
+/// A `timezone` as written (UTC when absent), or what is wrong with it,
+/// phrased to follow the field.
+fn timezone(zone: Option<&str>) -> Result<chrono_tz::Tz, String> {
+    let Some(zone) = zone else {
+        return Ok(chrono_tz::UTC);
+    };
+    zone.parse::<chrono_tz::Tz>().map_err(|_| {
+        let hint = closest(zone, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))
+            .map(|near| format!(" (did you mean {near:?}?)"))
+            .unwrap_or_default();
+        format!("{zone:?} is not an IANA time zone{hint}")
+    })
+}
+
+/// A `schedule` as written (none when absent), with the settings that shape
+/// it; `jitter_key` is the worker's or workflow's name.
+fn schedule(
+    expression: Option<&str>,
+    timezone: chrono_tz::Tz,
+    dst_gap: Option<DstGap>,
+    dst_repeat: Option<DstRepeat>,
+    jitter: Duration,
+    jitter_key: &str,
+) -> Result<Option<Schedule>, String> {
+    let Some(expression) = expression else {
+        return Ok(None);
+    };
+    Schedule::parse(
+        expression,
+        timezone,
+        dst_gap.unwrap_or_default(),
+        dst_repeat.unwrap_or_default(),
+        jitter,
+        jitter_key,
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
 }
 
 /// Environment variable names a worker may set: `[A-Za-z_][A-Za-z0-9_]*`,

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod state;
 pub mod subjects;
 pub mod topology;
+pub mod workflow;
 
 pub use codec::{DecodeError, EncodeError};
 pub use messages::{

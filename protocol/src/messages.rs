@@ -301,6 +301,9 @@ pub struct AttemptSummary {
     pub started_at: DateTime<Utc>,
     /// Wall time, in milliseconds.
     pub duration_ms: u64,
+    /// CPU time (user and system), in milliseconds.
+    #[serde(default)]
+    pub cpu_ms: u64,
     /// The tail of its stdout.
     pub stdout_tail: String,
     /// The tail of its stderr.

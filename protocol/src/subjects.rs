@@ -68,6 +68,9 @@ pub enum SubjectKind {
     Skipped,
     /// `<prefix>.cancel.<worker>`: requests to cancel runs.
     Cancel,
+    /// `<prefix>.workflow.start.<workflow>`: requests to start a workflow run
+    /// (the last token names a workflow, not a worker).
+    WorkflowStart,
 }
 
 impl SubjectKind {
@@ -80,6 +83,7 @@ impl SubjectKind {
             SubjectKind::DeadLetter => "dlq",
             SubjectKind::Skipped => "skipped",
             SubjectKind::Cancel => "cancel",
+            SubjectKind::WorkflowStart => "workflow.start",
         }
     }
 }
@@ -136,6 +140,11 @@ impl Subjects {
     /// `<prefix>.cancel.<worker>`.
     pub fn cancel(&self, worker: &str) -> String {
         self.for_worker(SubjectKind::Cancel, worker)
+    }
+
+    /// `<prefix>.workflow.start.<workflow>`.
+    pub fn workflow_start(&self, workflow: &str) -> String {
+        self.for_worker(SubjectKind::WorkflowStart, workflow)
     }
 
     /// The worker token of a subject of the given kind, if `subject` is one.

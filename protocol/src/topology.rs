@@ -236,6 +236,16 @@ impl Names {
         format!("{}_agents", self.prefix)
     }
 
+    /// Bucket of workflow runs: `<prefix>_workflows`.
+    pub fn workflows_bucket(&self) -> String {
+        format!("{}_workflows", self.prefix)
+    }
+
+    /// The leader scheduler's durable consumer of workflow starts: `workflows`.
+    pub fn workflow_consumer(&self) -> String {
+        "workflows".to_owned()
+    }
+
     /// Object store of enforcement bundles, keyed by digest: `<prefix>_enforcement`.
     pub fn enforcement_store(&self) -> String {
         format!("{}_enforcement", self.prefix)
@@ -273,12 +283,13 @@ impl Topology {
             ),
             stream(
                 names.results_stream(),
-                "Loom run results, verdicts, skipped fires and cancel requests: the run history",
+                "Loom run results, verdicts, skipped fires, cancel requests and workflow starts: the run history",
                 vec![
                     subjects.all(SubjectKind::Result),
                     subjects.all(SubjectKind::Verdict),
                     subjects.all(SubjectKind::Skipped),
                     subjects.all(SubjectKind::Cancel),
+                    subjects.all(SubjectKind::WorkflowStart),
                 ],
                 Retention::Limits,
                 settings.history,
@@ -352,6 +363,12 @@ impl Topology {
                 "every verdict, for Klaxon to resolve alerts on recovery",
                 subjects.all(SubjectKind::Verdict),
             ),
+            reader(
+                names.results_stream(),
+                names.workflow_consumer(),
+                "workflow starts, for the leader scheduler",
+                subjects.all(SubjectKind::WorkflowStart),
+            ),
         ]);
 
         let bucket = |name: String, description: &str, max_age, limit_markers| BucketSpec {
@@ -378,6 +395,12 @@ impl Topology {
             bucket(
                 names.runs_bucket(),
                 "run state: every run until its terminal verdict, then its history",
+                settings.history,
+                None,
+            ),
+            bucket(
+                names.workflows_bucket(),
+                "workflow runs: rounds, tasks, the strategist's decisions, answers",
                 settings.history,
                 None,
             ),
@@ -443,7 +466,8 @@ mod tests {
                 "loom.result.*",
                 "loom.verdict.*",
                 "loom.skipped.*",
-                "loom.cancel.*"
+                "loom.cancel.*",
+                "loom.workflow.start.*"
             ]
         );
         assert_eq!(topology.streams[2].subjects, ["loom.dlq.*"]);

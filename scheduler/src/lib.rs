@@ -3,8 +3,9 @@
 //! It owns leader election over a JetStream KV lease ([`lease`]), the fire
 //! loop of the leader (`fire_loop`, with `dispatch` publishing its
 //! decisions), catch-up after downtime and overlap decisions ([`plan`]),
-//! and the operator's requests: manual triggers, pause and resume, backfill
-//! ([`operator`]). It never executes a worker.
+//! the operator's requests: manual triggers, pause and resume, backfill
+//! ([`operator`]), and workflow runs ([`workflow`]). It never executes a
+//! worker.
 //!
 //! Run it with [`run`]: standbys campaign, the leader fires, and on shutdown
 //! the leader stops firing, records what it handled and gives the lease up
@@ -16,6 +17,7 @@ mod fire_loop;
 pub mod lease;
 pub mod operator;
 pub mod plan;
+pub mod workflow;
 
 use std::sync::Arc;
 
@@ -110,7 +112,16 @@ pub async fn run(
                         stop.cancel();
                     }
                 });
+                let workflows = tokio::spawn(workflow::run_term(
+                    workflow::Context {
+                        broker: broker.clone(),
+                        config: config.clone(),
+                    },
+                    fire_stop.clone(),
+                ));
                 let fired = fire_loop::run_term(fire_context, fire_stop.clone()).await;
+                fire_stop.cancel();
+                let _ = workflows.await;
                 relay.abort();
                 // The fire loop is done (or failed): stop renewing.
                 hold_stop.cancel();

@@ -291,6 +291,7 @@ pub fn attempt_summary(result: &RunResult) -> AttemptSummary {
         started_at: result.started_at,
         duration_ms: u64::try_from((result.finished_at - result.started_at).num_milliseconds())
             .unwrap_or(0),
+        cpu_ms: result.cpu_ms,
         stdout_tail: tail(&result.stdout_tail, ATTEMPT_TAIL),
         stderr_tail: tail(&result.stderr_tail, ATTEMPT_TAIL),
     }

@@ -16,6 +16,7 @@ mod status;
 mod trigger;
 mod up;
 mod validator;
+mod workflow;
 
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Runs(runs) => runs::run(&args.global, runs).await,
         Command::Cancel(cancel) => cancel::run(&args.global, cancel).await,
         Command::Dlq(dlq) => dlq::run(&args.global, dlq).await,
+        Command::Workflow(workflow) => workflow::run(&args.global, workflow).await,
         Command::Enforcement(command) => enforcement::run(&args.global, command).await,
         Command::Trigger(trigger) => trigger::run(&args.global, trigger).await,
         Command::Pause(pause) => pause::pause(&args.global, pause).await,

@@ -32,6 +32,7 @@ pub fn dead_letter(worker: &str, reason: DeadLetterReason, dead_at: DateTime<Utc
             exit_code: Some(1),
             started_at: dead_at - chrono::TimeDelta::minutes(i64::from(4 - attempt)),
             duration_ms: 1200,
+            cpu_ms: 900,
             stdout_tail: String::new(),
             stderr_tail: format!(
                 "Traceback (most recent call last):\n  File \"detect.py\", line 12\nValueError: stale index (attempt {attempt})\n"
