@@ -75,6 +75,9 @@ pub async fn run(
         agent_id: agent_id.clone(),
         secrets: std::env::vars().collect::<BTreeMap<_, _>>(),
     });
+    // Register the in-flight gauge now, so an idle agent exports 0 rather
+    // than nothing until its first run.
+    std::sync::LazyLock::force(&metrics::AGENT_INFLIGHT);
     let concurrency = initial.agent.concurrency.get() as usize;
     let slots = Arc::new(Semaphore::new(concurrency));
     let runs = TaskTracker::new();
