@@ -288,41 +288,31 @@ impl Driver {
                 clarification,
                 description,
             } => {
-                let letter = DeadLetter {
-                    v: WIRE_VERSION,
-                    run_id: run.run_id,
-                    worker: run.workflow.clone(),
-                    reason: if clarification {
-                        DeadLetterReason::ClarificationNeeded
-                    } else {
-                        DeadLetterReason::Failed
-                    },
-                    description,
-                    attempts: Vec::new(),
-                    command: None,
-                    dead_at: Utc::now(),
-                    replayed_by: None,
-                };
-                let Ok(payload) = encode(&letter) else {
-                    return;
+                let reason = if clarification {
+                    DeadLetterReason::ClarificationNeeded
+                } else {
+                    DeadLetterReason::Failed
                 };
                 let msg_id = format!(
                     "workflow:{}:{}:{}",
                     run.run_id,
-                    letter.reason.as_str(),
+                    reason.as_str(),
                     run.answers.len()
                 );
-                let subject = self.broker.subjects().dead_letter(&run.workflow);
-                if let Err(error) = self.broker.publish(&subject, Some(&msg_id), payload).await {
-                    tracing::error!(%error, workflow = %run.workflow, "cannot raise the workflow's dead letter");
-                } else {
-                    metrics_dead_letter(&run.workflow, letter.reason);
-                }
+                raise(
+                    &self.broker,
+                    &run.workflow,
+                    run.run_id,
+                    reason,
+                    description,
+                    &msg_id,
+                )
+                .await;
             }
         }
     }
 
-    /// Starts a workflow run; false if the start was refused (and dead-lettered).
+    /// Starts a workflow run; an unknown workflow is dead-lettered.
     async fn start(
         &self,
         workflow: &str,
@@ -340,26 +330,15 @@ impl Driver {
             return Ok(()); // delivered again
         }
         let Some(definition) = config.registry.workflow(workflow) else {
-            let letter = DeadLetter {
-                v: WIRE_VERSION,
+            raise(
+                &self.broker,
+                workflow,
                 run_id,
-                worker: workflow.to_owned(),
-                reason: DeadLetterReason::Rejected,
-                description: format!(
-                    "a start of workflow {workflow:?}, which is not in the registry"
-                ),
-                attempts: Vec::new(),
-                command: None,
-                dead_at: Utc::now(),
-                replayed_by: None,
-            };
-            if let Ok(payload) = encode(&letter) {
-                let subject = self.broker.subjects().dead_letter(workflow);
-                let _ = self
-                    .broker
-                    .publish(&subject, Some(&format!("workflow-start:{run_id}")), payload)
-                    .await;
-            }
+                DeadLetterReason::Rejected,
+                format!("a start of workflow {workflow:?}, which is not in the registry"),
+                &format!("workflow-start:{run_id}"),
+            )
+            .await;
             tracing::warn!(%workflow, "refused a start of an unknown workflow");
             return Ok(());
         };
@@ -540,25 +519,47 @@ pub fn parse_start(body: &[u8]) -> Result<WorkflowStart, String> {
 }
 
 async fn reject(broker: &Broker, workflow: &str, run_id: Uuid, error: &str) {
+    raise(
+        broker,
+        workflow,
+        run_id,
+        DeadLetterReason::Rejected,
+        format!("a start of workflow {workflow:?} was refused: {error}"),
+        &format!("workflow-start:{run_id}"),
+    )
+    .await;
+}
+
+/// Publishes a workflow's dead letter on `<prefix>.dlq.<workflow>` (no
+/// command to replay: the run itself waits or has ended).
+async fn raise(
+    broker: &Broker,
+    workflow: &str,
+    run_id: Uuid,
+    reason: DeadLetterReason,
+    description: String,
+    msg_id: &str,
+) {
     let letter = DeadLetter {
         v: WIRE_VERSION,
         run_id,
         worker: workflow.to_owned(),
-        reason: DeadLetterReason::Rejected,
-        description: format!("a start of workflow {workflow:?} was refused: {error}"),
+        reason,
+        description,
         attempts: Vec::new(),
         command: None,
         dead_at: Utc::now(),
         replayed_by: None,
     };
-    if let Ok(payload) = encode(&letter) {
-        let _ = broker
-            .publish(
-                &broker.subjects().dead_letter(workflow),
-                Some(&format!("workflow-start:{run_id}")),
-                payload,
-            )
-            .await;
+    let Ok(payload) = encode(&letter) else {
+        return;
+    };
+    let subject = broker.subjects().dead_letter(workflow);
+    match broker.publish(&subject, Some(msg_id), payload).await {
+        Ok(_) => metrics_dead_letter(workflow, reason),
+        Err(error) => {
+            tracing::error!(%error, %workflow, "cannot raise the workflow's dead letter")
+        }
     }
 }
 
