@@ -1,6 +1,9 @@
 //! The HTTP server every role runs on `http.listen`: `/healthz` (200 while
 //! the process is alive), `/readyz` (200 once connected to NATS with the
-//! topology in place, 503 otherwise) and `/metrics` (Prometheus text).
+//! topology in place, 503 otherwise) and `/metrics` (Prometheus text), plus
+//! whatever routes the caller merges in (the dashboard and JSON API of
+//! [`crate::api`] for the validator and `loom up`). It starts before the
+//! broker connects; [`Health`] is where the connection shows up.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +36,11 @@ impl Health {
     /// Records the broker connection whose state readiness follows.
     pub fn set_broker(&self, broker: Broker) {
         let _ = self.broker.set(broker);
+    }
+
+    /// The broker connection, once there is one.
+    pub fn broker(&self) -> Option<&Broker> {
+        self.broker.get()
     }
 
     /// Records that the topology is in place.
@@ -73,18 +81,21 @@ pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, InUse>
         })
 }
 
-/// Serves the probes and metrics until `shutdown` is cancelled.
+/// Serves the probes, the metrics and the routes of `extra` until
+/// `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Arc<Health>,
     registry: prometheus::Registry,
+    extra: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(AppState { health, registry });
+        .with_state(AppState { health, registry })
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

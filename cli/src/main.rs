@@ -7,6 +7,7 @@
 //! 3 NATS unreachable or refused a request; 4 the embedded nats-server is
 //! missing or did not start; 5 an address or data directory is already in use.
 
+mod api;
 mod args;
 mod commands;
 mod exit;

@@ -50,6 +50,15 @@ pub enum Topology {
     Await,
 }
 
+/// What the HTTP server serves besides `/healthz`, `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    /// Nothing more (scheduler, agent, Klaxon).
+    Probes,
+    /// The dashboard and the JSON API too (the validator, `loom up`).
+    Dashboard,
+}
+
 /// A running process's shared parts.
 pub struct Runtime {
     /// The configuration, updated on reload.
@@ -78,6 +87,27 @@ impl Runtime {
         Runtime::start_with(global, &[], role, topology, allow_embedded, shutdown).await
     }
 
+    /// [`Runtime::start`], serving the dashboard and the JSON API as well.
+    pub async fn start_serving_dashboard(
+        global: &Global,
+        role: &str,
+        topology: Topology,
+        allow_embedded: bool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Runtime> {
+        let routes = Http::Dashboard;
+        Runtime::launch(
+            global,
+            &[],
+            role,
+            topology,
+            allow_embedded,
+            routes,
+            shutdown,
+        )
+        .await
+    }
+
     /// [`Runtime::start`] with flags overriding configuration keys, kept
     /// across reloads.
     pub async fn start_with(
@@ -88,25 +118,60 @@ impl Runtime {
         allow_embedded: bool,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Runtime> {
+        let routes = Http::Probes;
+        Runtime::launch(
+            global,
+            overrides,
+            role,
+            topology,
+            allow_embedded,
+            routes,
+            shutdown,
+        )
+        .await
+    }
+
+    async fn launch(
+        global: &Global,
+        overrides: &[(&str, serde_json::Value)],
+        role: &str,
+        topology: Topology,
+        allow_embedded: bool,
+        routes: Http,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Runtime> {
         let overrides: mesh::Overrides = overrides
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
-        let config = load_config_with(global.config.as_deref(), &overrides)?;
+        let config = Arc::new(load_config_with(global.config.as_deref(), &overrides)?);
+        // Made before the HTTP server starts: the JSON API reads the registry.
+        let (config_tx, config_rx) = watch::channel(config.clone());
         crate::memory::release_free_memory();
         let listener = http::bind(config.http.listen).await?;
         let health = Health::new();
         let registry = mesh::metrics_registry();
         let tasks = TaskTracker::new();
         {
+            let extra = match routes {
+                Http::Probes => axum::Router::new(),
+                Http::Dashboard => crate::api::router(health.clone(), config_rx.clone()),
+            };
             let (health, registry, shutdown) = (health.clone(), registry.clone(), shutdown.clone());
             tasks.spawn(async move {
-                if let Err(error) = http::serve(listener, health, registry, shutdown).await {
+                if let Err(error) = http::serve(listener, health, registry, extra, shutdown).await {
                     tracing::error!(%error, "the HTTP server stopped");
                 }
             });
         }
-        tracing::info!(listen = %config.http.listen, "serving /healthz, /readyz and /metrics");
+        match routes {
+            Http::Probes => {
+                tracing::info!(listen = %config.http.listen, "serving /healthz, /readyz and /metrics");
+            }
+            Http::Dashboard => {
+                tracing::info!(listen = %config.http.listen, "serving the dashboard (/), the JSON API (/api), /healthz, /readyz and /metrics");
+            }
+        }
 
         let (embedded, lock) = if allow_embedded && config.nats.urls.is_empty() {
             std::fs::create_dir_all(&config.data_dir)
@@ -144,7 +209,6 @@ impl Runtime {
         }
         health.set_topology_ready();
 
-        let (config_tx, config_rx) = watch::channel(Arc::new(config));
         tasks.spawn(crate::memory::release_periodically(shutdown.clone()));
         tasks.spawn(watch_config(
             global.config.clone(),

@@ -1,5 +1,6 @@
 //! `loom up`: every role of the mesh in one process, for one machine, on an
-//! embedded nats-server unless `nats.url` is set.
+//! embedded nats-server unless `nats.url` is set, with the dashboard and the
+//! JSON API on `http.listen`.
 
 use tokio_util::sync::CancellationToken;
 
@@ -9,7 +10,8 @@ use crate::runtime::{Runtime, Topology};
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(global: &Global, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let runtime = Runtime::start(global, "up", Topology::Apply, true, shutdown).await?;
+    let runtime =
+        Runtime::start_serving_dashboard(global, "up", Topology::Apply, true, shutdown).await?;
     roles::spawn_scheduler(&runtime);
     roles::spawn_agent(&runtime, loom_agent::AgentOptions { all_labels: true });
     roles::spawn_validator(&runtime);
