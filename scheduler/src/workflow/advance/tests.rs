@@ -1,3 +1,6 @@
+//! Tests of the workflow state machine: levels, retries, blocked and
+//! skipped tasks, strategist rounds, questions and answers, max_rounds.
+
 use super::*;
 use loom_protocol::Trigger;
 
