@@ -8,7 +8,7 @@
 //! in the history once; callers that answer often (the dashboard) cache the
 //! answer for a few seconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use loom_broker::Broker;
@@ -387,15 +387,6 @@ fn percentile(sorted: &[u64], quantile: f64) -> Option<u64> {
     }
     let rank = (quantile * sorted.len() as f64).ceil() as usize;
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
-
-/// Counts per status, for summaries.
-pub fn count_by_status(workers: &[WorkerView]) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for worker in workers {
-        *counts.entry(worker.status.as_str()).or_default() += 1;
-    }
-    counts
 }
 
 #[cfg(test)]

@@ -266,7 +266,8 @@ fn step(
         );
         return true;
     };
-    let input = strategist_input(run);
+    let strategist_params =
+        strategist_params(run, run.rounds.last().and_then(|r| r.strategist.as_ref()));
     let round = run.rounds.last_mut().expect("a round");
     let strategist_run = round.strategist.get_or_insert_with(|| StrategistRun {
         attempts: Vec::new(),
@@ -279,11 +280,6 @@ fn step(
         depends_on: Vec::new(),
         params: BTreeMap::new(),
     };
-    let mut strategist_params = params.clone();
-    strategist_params.insert("round".to_owned(), input);
-    if let Some(answer) = &strategist_run.answer {
-        strategist_params.insert("answer".to_owned(), answer.clone());
-    }
     let last = strategist_run.attempts.last().cloned();
     match last {
         // Not run yet (or run again after an answer).
@@ -468,27 +464,54 @@ pub fn answer(run: &mut WorkflowRun, text: &str, now: DateTime<Utc>) -> bool {
     true
 }
 
-/// The strategist attempts that an [`answer`] created and that are not
-/// published yet: `(run_id, params)` for the caller to publish.
+/// The strategist attempt that an [`answer`] created, to publish.
 pub fn pending_strategist(run: &WorkflowRun) -> Option<Effect> {
-    let round = run.rounds.last()?;
-    let strategist = round.strategist.as_ref()?;
+    let strategist = run.rounds.last()?.strategist.as_ref()?;
     let last = strategist.attempts.last()?;
     if last.verdict.is_some() || strategist.answer.is_none() || strategist.decision.is_some() {
         return None;
     }
+    publish_of(run, last.run_id)
+}
+
+/// The publish of attempt `run_id` (a task's or the strategist's), rebuilt
+/// from the run's state: what a new leader publishes again.
+pub fn publish_of(run: &WorkflowRun, run_id: Uuid) -> Option<Effect> {
+    for round in &run.rounds {
+        if let Some(task) = round
+            .tasks
+            .iter()
+            .find(|t| t.attempts.iter().any(|a| a.run_id == run_id))
+        {
+            return Some(publish(run_id, round.number, &task.task, &run.params));
+        }
+        if let Some(strategist) = &round.strategist
+            && strategist.attempts.iter().any(|a| a.run_id == run_id)
+        {
+            return Some(Effect::Publish {
+                run_id,
+                worker: run.strategist.clone()?,
+                round: round.number,
+                task: STRATEGIST_TASK.to_owned(),
+                params: strategist_params(run, Some(strategist)),
+            });
+        }
+    }
+    None
+}
+
+/// The strategist's params: the run's, the round's results as `round`, and
+/// the answer it runs after, if any.
+fn strategist_params(
+    run: &WorkflowRun,
+    strategist: Option<&StrategistRun>,
+) -> BTreeMap<String, String> {
     let mut params = run.params.clone();
     params.insert("round".to_owned(), strategist_input(run));
-    if let Some(answer) = &strategist.answer {
+    if let Some(answer) = strategist.and_then(|s| s.answer.as_ref()) {
         params.insert("answer".to_owned(), answer.clone());
     }
-    Some(Effect::Publish {
-        run_id: last.run_id,
-        worker: run.strategist.clone()?,
-        round: round.number,
-        task: STRATEGIST_TASK.to_owned(),
-        params,
-    })
+    params
 }
 
 fn publish(

@@ -70,6 +70,8 @@ pub async fn run_term(context: Context, stop: CancellationToken) {
         config: context.config.clone(),
         workflows,
         runs,
+        active: Arc::default(),
+        loaded: Arc::default(),
     };
     let mut verdicts = match broker
         .client()
@@ -114,28 +116,69 @@ struct Driver {
     config: watch::Receiver<Arc<Config>>,
     workflows: Bucket,
     runs: Bucket,
+    /// Ids of the runs that have not ended: read from the bucket once per
+    /// term, kept up to date by this leader (starts are added even before).
+    active: Arc<std::sync::Mutex<HashSet<Uuid>>>,
+    /// Whether `active` holds what the bucket held at the term's start.
+    loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Driver {
     /// Moves every active run on.
     async fn tick(&self, republished: &mut HashSet<Uuid>, republish_missing: bool) {
-        let active = match self
-            .workflows
-            .snapshot::<WorkflowRun>(&self.broker, "run.*")
-            .await
-        {
-            Ok(all) => all,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read workflow runs");
-                return;
-            }
+        let Some(active) = self.active_ids().await else {
+            return;
         };
-        for (_, run) in active {
-            if run.status.is_final() {
-                continue;
+        for id in active {
+            match self
+                .workflows
+                .get::<WorkflowRun>(&workflow_run_key(id))
+                .await
+            {
+                Ok(Some(run)) if !run.value.status.is_final() => {
+                    if let Err(error) = self.step(run.value, republished, republish_missing).await {
+                        tracing::warn!(%error, "cannot move a workflow run on; trying again");
+                    }
+                }
+                Ok(_) => self.track(id, false),
+                Err(error) => tracing::warn!(%error, run_id = %id, "cannot read a workflow run"),
             }
-            if let Err(error) = self.step(run, republished, republish_missing).await {
-                tracing::warn!(%error, "cannot move a workflow run on; trying again");
+        }
+    }
+
+    /// The runs that have not ended, read from the bucket the first time.
+    async fn active_ids(&self) -> Option<Vec<Uuid>> {
+        use std::sync::atomic::Ordering;
+        if !self.loaded.load(Ordering::SeqCst) {
+            let all = match self
+                .workflows
+                .snapshot::<WorkflowRun>(&self.broker, "run.*")
+                .await
+            {
+                Ok(all) => all,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read workflow runs");
+                    return None;
+                }
+            };
+            for (_, run) in all {
+                self.track(run.run_id, !run.status.is_final());
+            }
+            self.loaded.store(true, Ordering::SeqCst);
+        }
+        self.active
+            .lock()
+            .ok()
+            .map(|ids| ids.iter().copied().collect())
+    }
+
+    /// Records that run `id` is active, or has ended.
+    fn track(&self, id: Uuid, active: bool) {
+        if let Ok(mut ids) = self.active.lock() {
+            if active {
+                ids.insert(id);
+            } else {
+                ids.remove(&id);
             }
         }
     }
@@ -197,18 +240,16 @@ impl Driver {
                 }
             }
         }
-        let plan = |tasks: &[WorkflowTask]| {
-            loom_config::plan_levels(tasks, |w| config.registry.get(w).is_some())
-                .map_err(|e| e.to_string())
-        };
         let before = run.clone();
-        effects.extend(advance::advance(&mut run, now, &plan));
+        effects.extend(advance::advance(&mut run, now, &|tasks| {
+            plan(&config, tasks)
+        }));
         changed |= run.status != before.status || run.rounds != before.rounds;
         // A new term: runs saved but perhaps never published.
         if republish_missing {
             for id in missing {
                 if republished.insert(id)
-                    && let Some(effect) = republish(&run, id)
+                    && let Some(effect) = advance::publish_of(&run, id)
                 {
                     effects.push(effect);
                 }
@@ -355,20 +396,22 @@ impl Driver {
             definition.task_retries,
             start.scheduled_at.unwrap_or(now),
         );
-        let plan = |tasks: &[WorkflowTask]| {
-            loom_config::plan_levels(tasks, |w| config.registry.get(w).is_some())
-                .map_err(|e| e.to_string())
-        };
-        let effects = advance::advance(&mut run, now, &plan);
+        let effects = advance::advance(&mut run, now, &|tasks| plan(&config, tasks));
         self.workflows
             .put(&workflow_run_key(run.run_id), &run)
             .await?;
+        self.track(run.run_id, !run.status.is_final());
         tracing::info!(%workflow, run_id = %run.run_id, "workflow run started");
         for effect in effects {
             self.perform(&config, &run, effect).await;
         }
         Ok(())
     }
+}
+
+/// Checks a strategist's new tasks against the registry; their levels.
+fn plan(config: &Config, tasks: &[WorkflowTask]) -> Result<Vec<Vec<String>>, String> {
+    loom_config::plan_levels(tasks, |w| config.registry.get(w).is_some()).map_err(|e| e.to_string())
 }
 
 /// Copies a run's verdict into its attempt.
@@ -381,42 +424,6 @@ fn fill(attempt: &mut loom_protocol::workflow::TaskAttempt, state: &RunState) {
     attempt.duration_ms = state.attempts.last().map_or(0, |a| a.duration_ms);
     attempt.cpu_ms = state.attempts.iter().map(|a| a.cpu_ms).sum();
     attempt.cost = state.cost.clone();
-}
-
-/// The publish of attempt `id` of `run` again, rebuilt from its state.
-fn republish(run: &WorkflowRun, id: Uuid) -> Option<Effect> {
-    for round in &run.rounds {
-        for task in &round.tasks {
-            if task.attempts.iter().any(|a| a.run_id == id) {
-                let mut params = run.params.clone();
-                params.extend(task.task.params.clone());
-                return Some(Effect::Publish {
-                    run_id: id,
-                    worker: task.task.worker.clone(),
-                    round: round.number,
-                    task: task.task.id.clone(),
-                    params,
-                });
-            }
-        }
-        if let Some(strategist) = &round.strategist
-            && strategist.attempts.iter().any(|a| a.run_id == id)
-        {
-            // Its input is rebuilt from the state as it is now.
-            let mut probe = run.clone();
-            probe.rounds.retain(|r| r.number <= round.number);
-            if let Some(Effect::Publish { params, .. }) = advance::pending_strategist(&probe) {
-                return Some(Effect::Publish {
-                    run_id: id,
-                    worker: run.strategist.clone()?,
-                    round: round.number,
-                    task: loom_protocol::workflow::STRATEGIST_TASK.to_owned(),
-                    params,
-                });
-            }
-        }
-    }
-    None
 }
 
 fn metrics_dead_letter(workflow: &str, reason: DeadLetterReason) {

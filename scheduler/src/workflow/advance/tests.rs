@@ -285,19 +285,10 @@ fn the_strategist_gets_the_round_results_and_can_ask_a_question() {
     assert_eq!(run.answers, ["loom"]);
 }
 
+/// The publish of the strategist's latest attempt.
 fn pending_publish(run: &WorkflowRun) -> Option<Effect> {
-    let round = run.rounds.last()?;
-    let strategist = round.strategist.as_ref()?;
-    let last = strategist.attempts.last()?;
-    let mut params = run.params.clone();
-    params.insert("round".to_owned(), strategist_input(run));
-    Some(Effect::Publish {
-        run_id: last.run_id,
-        worker: run.strategist.clone()?,
-        round: round.number,
-        task: STRATEGIST_TASK.to_owned(),
-        params,
-    })
+    let last = run.rounds.last()?.strategist.as_ref()?.attempts.last()?;
+    publish_of(run, last.run_id)
 }
 
 #[test]
