@@ -131,6 +131,9 @@ pub struct ServerOptions {
     pub dir: PathBuf,
     /// The client port; `None` lets the server pick a free one.
     pub port: Option<u16>,
+    /// A server config file (`-c`): authorization, TLS, cluster routes. The
+    /// address, port and store given on the command line take precedence.
+    pub config: Option<PathBuf>,
 }
 
 /// A running nats-server child process. Dropping it stops the server.
@@ -162,7 +165,11 @@ impl EmbeddedServer {
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log_err = log.try_clone().map_err(io_error)?;
         let port_arg = options.port.map_or("-1".to_owned(), |p| p.to_string());
-        let child = Command::new(&options.binary)
+        let mut command = Command::new(&options.binary);
+        if let Some(config) = &options.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(options.dir.join("store"))
             .arg("--ports_file_dir")

@@ -396,6 +396,7 @@ fn start_embedded(dir: PathBuf) -> anyhow::Result<EmbeddedServer> {
         binary,
         dir,
         port: preferred,
+        config: None,
     };
     match EmbeddedServer::start(options.clone()) {
         // Taken between the check and the start: any free port will do.

@@ -36,15 +36,38 @@ impl NatsServer {
     /// When nats-server is missing or does not start: the message says how to
     /// install it (`scripts/install-nats-server`).
     pub fn start() -> NatsServer {
+        NatsServer::start_with_config(None)
+    }
+
+    /// Starts a server like [`NatsServer::start`], with `config` (the text of
+    /// a nats-server config file: authorization, TLS, cluster) written to
+    /// `server.conf` in its directory and passed with `-c`. Paths in the text
+    /// may be absolute; `include` paths are relative to that directory.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`], and when the server refuses the config (the
+    /// message carries the server's own words).
+    pub fn start_configured(config: &str) -> NatsServer {
+        NatsServer::start_with_config(Some(config))
+    }
+
+    fn start_with_config(config: Option<&str>) -> NatsServer {
         let binary = embedded::find_binary().unwrap_or_else(|error| panic!("{error}"));
         let dir = tempfile::Builder::new()
             .prefix("loom-nats-")
             .tempdir()
             .unwrap_or_else(|error| panic!("cannot create a temporary store: {error}"));
+        let config = config.map(|text| {
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, text)
+                .unwrap_or_else(|error| panic!("cannot write server.conf: {error}"));
+            path
+        });
         let server = EmbeddedServer::start(ServerOptions {
             binary,
             dir: dir.path().to_path_buf(),
             port: None,
+            config,
         })
         .unwrap_or_else(|error| panic!("{error}"));
         NatsServer { server, dir }
