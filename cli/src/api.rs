@@ -4,7 +4,7 @@
 //! Handlers are thin: each calls what the matching command calls
 //! (`loom status`, `loom runs`, `loom dlq`, `loom trigger`, `loom pause`,
 //! `loom resume`: `loom_validator::status` and `history`,
-//! `loom_scheduler::operator`) and turns its answer into JSON and its error
+//! `loom_scheduler::operator`; `loom workflow`: `loom_scheduler::workflow::requests`) and turns its answer into JSON and its error
 //! into a status code with `{"error": "<one sentence>"}`. Nothing here
 //! decides anything about runs. The server starts before the broker
 //! connects, so every handler first asks [`Health`] for the connection and
@@ -38,6 +38,8 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::http::Health;
+
+mod workflows;
 
 /// How long one `/api/workers` answer is served again: every open dashboard
 /// polls it every 2 s, and each fresh answer reads the whole run history.
@@ -77,6 +79,13 @@ pub fn router(health: Arc<Health>, config: watch::Receiver<Arc<Config>>) -> Rout
         .route("/api/workers/{name}/trigger", post(trigger))
         .route("/api/workers/{name}/pause", post(pause))
         .route("/api/workers/{name}/resume", post(resume))
+        .route("/api/workflows", get(workflows::list))
+        .route("/api/workflows/{name}/start", post(workflows::start))
+        .route("/api/workflow-runs/{run_id}", get(workflows::show))
+        .route(
+            "/api/workflow-runs/{run_id}/answer",
+            post(workflows::answer),
+        )
         .fallback(not_found)
         .with_state(api)
 }
@@ -250,6 +259,14 @@ fn parse_body<T: DeserializeOwned + Default>(body: &Bytes, shape: &str) -> Resul
         .map_err(|error| ApiError::bad_request(format!("the request body is not {shape}: {error}")))
 }
 
+/// The run id of a path, or 400 saying it is not `what` (a UUID).
+fn parse_run_id(run_id: Result<Path<String>, PathRejection>, what: &str) -> Result<Uuid, ApiError> {
+    let Path(run_id) = run_id.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    run_id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{run_id:?} is not {what} (a hyphenated UUID)")))
+}
+
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
     let mut response = (
         [
@@ -420,10 +437,7 @@ async fn replay(
     run_id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let Path(run_id) = run_id.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let run_id: Uuid = run_id.parse().map_err(|_| {
-        ApiError::bad_request(format!("{run_id:?} is not a run id (a hyphenated UUID)"))
-    })?;
+    let run_id = parse_run_id(run_id, "a run id")?;
     let broker = api.broker()?;
     let config = api.config();
     let command = within(async {

@@ -1,8 +1,8 @@
 //! The JSON API of docs/api.md, served by `loom up` over a real nats-server
 //! with real worker processes: the exact shapes of `/api/workers`,
-//! `/api/runs` and `/api/dlq`, the actions (trigger, replay, pause, resume)
-//! with their status codes, the dashboard's files, and 503 while NATS is
-//! down.
+//! `/api/runs`, `/api/dlq` and `/api/workflows`, the actions (trigger,
+//! replay, pause, resume, workflow start and answer) with their status
+//! codes, the dashboard's files, and 503 while NATS is down.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -655,4 +655,150 @@ async fn the_validator_serves_the_api_and_other_roles_only_their_probes() {
 
     assert!(validator.stop(WAIT).success(), "{}", validator.log());
     assert!(scheduler.stop(WAIT).success(), "{}", scheduler.log());
+}
+
+/// A two-task workflow whose strategist asks once, then says DONE.
+const WORKFLOW_CONFIG: &str = r#"
+[agent]
+ack_wait = "5s"
+
+[workers.task]
+command = ["/bin/sh", "-c", "echo 'STATUS: ok'"]
+retries = 0
+
+[workers.planner]
+command = ["/bin/sh", "-c", "if [ -z \"$LOOM_PARAM_ANSWER\" ]; then echo 'STATUS: CLARIFICATION_NEEDED: which branch?'; else echo 'STATUS: DONE'; fi"]
+retries = 0
+
+[workflows.release]
+description = "Build, then check"
+strategist = "planner"
+max_rounds = 3
+tasks = [
+  { id = "build", worker = "task" },
+  { id = "check", worker = "task", depends_on = ["build"] },
+]
+"#;
+
+const WORKFLOW_RUN_SHAPE: &[(&str, &str)] = &[
+    ("run_id", "string"),
+    ("workflow", "string"),
+    ("status", "string"),
+    ("trigger", "string"),
+    ("rounds", "number"),
+    ("tasks_valid", "number"),
+    ("tasks_total", "number"),
+    ("started_at", "string"),
+    ("finished_at", "string|null"),
+    ("duration_ms", "number"),
+    ("question", "string|null"),
+    ("outcome", "string|null"),
+];
+
+#[tokio::test]
+async fn workflows_are_listed_started_shown_and_answered() {
+    let mesh = Mesh::new(WORKFLOW_CONFIG).await;
+    let mut up = up(&mesh).await;
+    let port = up.http_port;
+
+    // The registry's workflow, before any run.
+    let listed = get_json(port, "/api/workflows");
+    assert_eq!(listed["runs"], json!([]));
+    let definition = &listed["workflows"][0];
+    assert_shape(
+        definition,
+        &[
+            ("name", "string"),
+            ("description", "string"),
+            ("schedule", "null"),
+            ("schedule_description", "null"),
+            ("timezone", "string"),
+            ("enabled", "bool"),
+            ("next_run", "null"),
+            ("tasks", "array"),
+            ("levels", "array"),
+            ("strategist", "string"),
+            ("max_rounds", "number"),
+            ("task_retries", "number"),
+        ],
+    );
+    assert_eq!(definition["levels"], json!([["build"], ["check"]]));
+    assert_eq!(definition["strategist"], "planner");
+
+    // Start it; it stops on the strategist's question.
+    let started = post_json(port, "/api/workflows/release/start", "", 200);
+    let run_id = started["run_id"].as_str().expect("a run id").to_owned();
+    let path = format!("/api/workflow-runs/{run_id}");
+    let waiting = eventually("the run to wait for an answer", || {
+        let answer = get(port, &path);
+        (answer.status == 200 && answer.json()["run"]["status"] == "waiting_for_answer")
+            .then(|| answer.json())
+    });
+    assert_eq!(waiting["run"]["question"], "which branch?");
+    assert_eq!(waiting["report"]["rounds"][0]["tasks_valid"], 2);
+    let listed = get_json(port, "/api/workflows?workflow=release");
+    let summary = &listed["runs"][0];
+    assert_shape(summary, WORKFLOW_RUN_SHAPE);
+    assert_eq!(summary["run_id"], run_id.as_str());
+    assert_eq!(summary["status"], "waiting_for_answer");
+    assert_eq!(summary["question"], "which branch?");
+    assert_eq!(
+        (
+            summary["tasks_valid"].clone(),
+            summary["tasks_total"].clone()
+        ),
+        (json!(2), json!(2))
+    );
+
+    // An empty answer is refused; a real one resumes the run to its end.
+    let empty = post(port, &format!("{path}/answer"), r#"{"text": "  "}"#);
+    assert_eq!(empty.status, 400, "{}", empty.body);
+    assert_error(&empty.json(), "is empty");
+    let answered = post_json(port, &format!("{path}/answer"), r#"{"text": "main"}"#, 200);
+    assert_eq!(
+        answered,
+        json!({ "run_id": run_id, "question": "which branch?" })
+    );
+    let done = eventually("the run to be done", || {
+        let shown = get_json(port, &path);
+        (shown["run"]["status"] == "done").then_some(shown)
+    });
+    assert_eq!(done["run"]["answers"], json!(["main"]));
+    assert_eq!(done["report"]["runs"], 4, "two tasks, two strategist runs");
+    assert_eq!(
+        done["report"]["rounds"][0]["decision"],
+        json!({ "kind": "done" })
+    );
+
+    // Refusals, each with its status and sentence.
+    let again = post(port, &format!("{path}/answer"), r#"{"text": "again"}"#);
+    assert_eq!(again.status, 409);
+    assert_error(&again.json(), "is done, not waiting for an answer");
+    let unknown = post(port, "/api/workflows/nosuch/start", "");
+    assert_eq!(unknown.status, 404);
+    assert_error(
+        &unknown.json(),
+        "workflow \"nosuch\" is not in the registry (workflows: release)",
+    );
+    let filter = get(port, "/api/workflows?workflow=nosuch");
+    assert_eq!(filter.status, 404);
+    let missing = get(
+        port,
+        &format!("/api/workflow-runs/{}", uuid::Uuid::now_v7()),
+    );
+    assert_eq!(missing.status, 404);
+    assert_error(&missing.json(), "is not in the history");
+    let malformed = get(port, "/api/workflow-runs/not-a-run");
+    assert_eq!(malformed.status, 400);
+    assert_error(&malformed.json(), "is not a workflow run id");
+    let forged = request(
+        port,
+        "POST",
+        "/api/workflows/release/start",
+        &[("Origin", "http://attacker.example")],
+        "",
+    );
+    assert_eq!(forged.status, 403);
+
+    assert!(up.stop(WAIT).success(), "{}", up.log());
 }

@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, served by `loom up` on the
 //! value-first example (plus one worker that always fails): every worker's
 //! row, a failure seen as it happens, its output on the worker page, a
-//! replay from the dead-letter page, and a phone-sized screen without
+//! replay from the dead-letter page, the example workflow started from its
+//! page and followed to its report, and a phone-sized screen without
 //! horizontal scrolling. Screenshots land in `target/test-artifacts/`.
 
 use std::path::Path;
@@ -278,6 +279,64 @@ fn the_dashboard_shows_the_example_mesh_and_replays_a_failure() {
     );
     assert!(browser.find(&letter).unwrap().text().contains("as "));
     screenshot(&browser, "dashboard-dead-letters.png");
+
+    // The example workflow: started from its row, followed on its run's page
+    // level by level to its report.
+    browser.find("#nav-workflows").expect("nav link").click();
+    let start = browser.wait_for(
+        "tr[data-workflow=\"knowledge-sweep\"] button[data-start-workflow]",
+        WAIT,
+    );
+    let row = browser
+        .find("tr[data-workflow=\"knowledge-sweep\"]")
+        .unwrap()
+        .text();
+    assert!(
+        row.contains("manual only") && row.contains("3 in 2 levels"),
+        "{row}"
+    );
+    start.click();
+    browser.wait_until(WAIT, "the workflow run's page", |b| {
+        b.current_url().contains("#/workflow-run/").then_some(())
+    });
+    browser.wait_until(WAIT, "the workflow run to be done", |b| {
+        (attribute_of(b, "#workflow-run-status", "data-workflow-status").as_deref() == Some("done"))
+            .then_some(())
+    });
+    browser.wait_until(WAIT, "the report's round", |b| {
+        b.find("#workflow-report tr[data-round=\"1\"]")
+            .filter(|row| row.text().contains("3/3"))
+    });
+    let tasks: Vec<(String, String)> = browser
+        .find_all("#workflow-tasks tbody tr")
+        .iter()
+        .map(|row| {
+            let level = row.find(".level").map(|c| c.text()).unwrap_or_default();
+            let task = row.find(".task").map(|c| c.text()).unwrap_or_default();
+            (level, task)
+        })
+        .collect();
+    let expected = [("L0", "integrity"), ("L0", "staleness"), ("L1", "patterns")]
+        .map(|(level, task)| (level.to_owned(), task.to_owned()));
+    assert_eq!(tasks, expected, "tasks level by level");
+    let valid = browser.find_all("#workflow-tasks .badge[data-task-state=\"valid\"]");
+    assert_eq!(valid.len(), 3, "every task valid");
+    assert!(
+        browser
+            .find("#workflow-question")
+            .is_some_and(|q| !q.is_displayed())
+    );
+    let workflow_run = browser.current_url();
+    screenshot(&browser, "dashboard-workflow-run.png");
+    browser
+        .find(".back a[href=\"#/workflows\"]")
+        .expect("back link")
+        .click();
+    browser.wait_until(WAIT, "the run listed as done", |b| {
+        b.find("#workflow-runs tbody tr[data-status=\"done\"]")
+            .filter(|row| row.text().contains("3/3"))
+    });
+    screenshot(&browser, "dashboard-workflows.png");
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "the page logged errors: {errors:?}");
     drop(browser);
@@ -306,6 +365,10 @@ fn the_dashboard_shows_the_example_mesh_and_replays_a_failure() {
     );
     assert_eq!(replayed, "true");
     screenshot(&phone, "dashboard-phone-dead-letters.png");
+    phone.goto(&workflow_run);
+    phone.wait_for("#workflow-tasks tbody tr", WAIT);
+    assert_no_horizontal_overflow(&phone, "the workflow run page");
+    screenshot(&phone, "dashboard-phone-workflow-run.png");
     let errors = phone.console_errors();
     assert!(errors.is_empty(), "the page logged errors: {errors:?}");
     drop(phone);

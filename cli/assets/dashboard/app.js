@@ -4,8 +4,8 @@
 // in place: rows are keyed (by worker, run or dead letter) and reused, so a
 // button does not disappear under the pointer between two refreshes. Every
 // text from the API goes in through textContent or an attribute, never as
-// HTML. Pages are hash routes: #/ (workers), #/worker/<name>, #/dlq and
-// #/dlq/<worker>.
+// HTML. Pages are hash routes: #/ (workers), #/worker/<name>, #/dlq,
+// #/dlq/<worker>, #/workflows, #/workflows/<name> and #/workflow-run/<id>.
 
 "use strict";
 
@@ -190,11 +190,17 @@ function parseRoute() {
   }
   if (parts[0] === "worker" && parts[1]) return { page: "worker", worker: parts[1] };
   if (parts[0] === "dlq") return { page: "dlq", worker: parts[1] || null };
+  if (parts[0] === "workflows") return { page: "workflows", workflow: parts[1] || null };
+  if (parts[0] === "workflow-run" && parts[1]) return { page: "workflow-run", run: parts[1] };
   return { page: "workers" };
 }
 
 function workerHref(name) {
   return `#/worker/${encodeURIComponent(name)}`;
+}
+
+function workflowRunHref(id) {
+  return `#/workflow-run/${encodeURIComponent(id)}`;
 }
 
 function showRoute() {
@@ -203,11 +209,14 @@ function showRoute() {
   if (previous.page !== state.route.page || previous.worker !== state.route.worker) {
     state.selectedRun = null;
   }
+  if (previous.run !== state.route.run) $("workflow-answer-text").value = "";
   for (const section of document.querySelectorAll("main > section")) {
     section.hidden = section.dataset.page !== state.route.page;
   }
   setAttr($("nav-workers"), "aria-current", state.route.page === "workers" ? "page" : null);
   setAttr($("nav-dlq"), "aria-current", state.route.page === "dlq" ? "page" : null);
+  const onWorkflows = state.route.page === "workflows" || state.route.page === "workflow-run";
+  setAttr($("nav-workflows"), "aria-current", onWorkflows ? "page" : null);
   if (state.route.page === "worker") {
     setText($("worker-name"), state.route.worker);
     for (const id of ["worker-trigger", "worker-pause", "worker-resume"]) {
@@ -232,6 +241,16 @@ async function refresh() {
   } else if (route.page === "dlq") {
     const query = route.worker ? `?worker=${encodeURIComponent(route.worker)}` : "";
     requests.push(api(`/api/dlq${query}`));
+  } else if (route.page === "workflows") {
+    const query = route.workflow ? `?workflow=${encodeURIComponent(route.workflow)}` : "";
+    requests.push(api(`/api/workflows${query}`));
+  } else if (route.page === "workflow-run") {
+    requests.push(
+      api(`/api/workflow-runs/${encodeURIComponent(route.run)}`).catch((error) => {
+        if (error.status === 404 || error.status === 400) return { missing: error };
+        throw error;
+      }),
+    );
   }
   try {
     const [overview, page] = await Promise.all(requests);
@@ -241,6 +260,8 @@ async function refresh() {
     if (route.page === "workers") renderWorkers(overview);
     else if (route.page === "worker") renderWorker(overview, route.worker, page);
     else if (route.page === "dlq") renderDeadLetters(page.dead_letters, route.worker);
+    else if (route.page === "workflows") renderWorkflows(page, route.workflow);
+    else if (route.page === "workflow-run") renderWorkflowRun(page);
     const connection = $("connection");
     connection.dataset.state = "ok";
     setText(connection, `updated ${new Date().toLocaleTimeString()}`);
@@ -564,6 +585,233 @@ function renderSkipped(skipped) {
   );
 }
 
+// ------------------------------------------------------------------ workflows
+
+function buildWorkflowRow(workflow) {
+  const name = workflow.name;
+  return el(
+    "tr",
+    { "data-workflow": name },
+    cell(
+      "Workflow",
+      "name",
+      el("a", { class: "workflow-link", href: `#/workflows/${encodeURIComponent(name)}`, text: name }),
+      el("span", { class: "sub description" }),
+    ),
+    cell("Schedule", "schedule", el("span", { class: "schedule-words" }), el("span", { class: "sub schedule-expr mono" })),
+    cell("Next run", "next", el("time", { class: "next-local" }), el("span", { class: "sub next-relative" })),
+    cell("Tasks", "tasks"),
+    cell("Strategist", "strategist"),
+    cell("", "actions-cell", el("button", { type: "button", "data-start-workflow": name, text: "Start" })),
+  );
+}
+
+function updateWorkflowRow(tr, workflow) {
+  setText(part(tr, ".description"), workflow.description);
+  setText(part(tr, ".schedule-words"), workflow.schedule_description || "manual only");
+  setText(part(tr, ".schedule-expr"), workflow.schedule || "");
+  const next = part(tr, ".next-local");
+  setText(next, workflow.next_run ? localTime(workflow.next_run) : "—");
+  setAttr(next, "datetime", workflow.next_run);
+  setText(part(tr, ".next-relative"), relative(workflow.next_run));
+  const levels = workflow.levels.length;
+  setText(part(tr, ".tasks"), `${workflow.tasks.length} in ${levels} level${levels === 1 ? "" : "s"}`);
+  setAttr(part(tr, ".tasks"), "title", workflow.levels.map((ids, level) => `L${level}: ${ids.join(", ")}`).join("\n"));
+  setText(
+    part(tr, ".strategist"),
+    workflow.strategist ? `${workflow.strategist}, up to ${workflow.max_rounds} rounds` : "none (one round)",
+  );
+  const button = part(tr, "button[data-start-workflow]");
+  button.disabled = button.dataset.pending === "true";
+}
+
+function buildWorkflowRunRow(run) {
+  return el(
+    "tr",
+    { "data-workflow-run": run.run_id },
+    cell("Run", "run", el("a", { class: "mono", href: workflowRunHref(run.run_id), title: run.run_id, text: shortId(run.run_id) })),
+    cell("Workflow", "workflow", el("a", { href: `#/workflows/${encodeURIComponent(run.workflow)}`, text: run.workflow })),
+    cell("Status", "status", el("span", { class: "badge" })),
+    cell("Rounds", "rounds num"),
+    cell("Tasks valid", "tasks-valid num"),
+    cell("Started", "started", el("time", { class: "started-local" }), el("span", { class: "sub started-relative" })),
+    cell("Duration", "duration num"),
+    cell("Outcome", "outcome"),
+  );
+}
+
+function updateWorkflowRunRow(tr, run) {
+  tr.dataset.status = run.status;
+  const badge = part(tr, ".status .badge");
+  badge.dataset.workflowStatus = run.status;
+  setText(badge, words(run.status));
+  setText(part(tr, ".rounds"), run.rounds);
+  setText(part(tr, ".tasks-valid"), `${run.tasks_valid}/${run.tasks_total}`);
+  const started = part(tr, ".started-local");
+  setText(started, localTime(run.started_at));
+  setAttr(started, "datetime", run.started_at);
+  setAttr(started, "title", fullTime(run.started_at));
+  setText(part(tr, ".started-relative"), relative(run.started_at));
+  setText(part(tr, ".duration"), duration(run.duration_ms));
+  setText(part(tr, ".outcome"), run.question ? `asks: ${run.question}` : run.outcome || "");
+}
+
+function renderWorkflows(answer, filter) {
+  syncRows($("workflows").tBodies[0], answer.workflows, (w) => w.name, buildWorkflowRow, updateWorkflowRow);
+  $("workflows-empty").hidden = answer.workflows.length > 0;
+  syncRows($("workflow-runs").tBodies[0], answer.runs, (run) => run.run_id, buildWorkflowRunRow, updateWorkflowRunRow);
+  $("workflow-runs-empty").hidden = answer.runs.length > 0;
+  setText($("workflows-filter"), filter ? `${filter} only (all: #/workflows)` : "");
+}
+
+function decisionText(decision) {
+  if (!decision) return "";
+  if (decision.kind === "spawn_next") return `spawn next: ${decision.tasks} task${decision.tasks === 1 ? "" : "s"}`;
+  if (decision.kind === "clarification_needed") return `asks: ${decision.question}`;
+  if (decision.kind === "unusable") return `unusable: ${decision.reason}`;
+  return words(decision.kind);
+}
+
+// One row per task of every round, level by level, then the round's
+// strategist (as task "@strategist").
+function taskRows(run) {
+  const rows = [];
+  for (const round of run.rounds) {
+    round.levels.forEach((ids, level) => {
+      for (const id of ids) {
+        const task = round.tasks.find((candidate) => candidate.task.id === id);
+        if (!task) continue;
+        rows.push({
+          key: `${round.number}/${id}`,
+          round: round.number,
+          level: `L${level}`,
+          id,
+          worker: task.task.worker,
+          state: task.state,
+          attempts: task.attempts,
+        });
+      }
+    });
+    if (round.strategist) {
+      const strategist = round.strategist;
+      rows.push({
+        key: `${round.number}/@strategist`,
+        round: round.number,
+        level: "strategist",
+        id: "@strategist",
+        worker: run.strategist || "",
+        state: strategist.decision ? "valid" : "running",
+        decision: strategist.decision,
+        attempts: strategist.attempts,
+      });
+    }
+  }
+  return rows;
+}
+
+function buildTaskRow(row) {
+  return el(
+    "tr",
+    { "data-task": row.key },
+    cell("Round", "round num", String(row.round)),
+    cell("Level", "level", row.level),
+    cell("Task", "task mono", row.id),
+    cell("Worker", "worker", el("a", { href: workerHref(row.worker), text: row.worker })),
+    cell("State", "state", el("span", { class: "badge" })),
+    cell("Attempts", "attempts num"),
+    cell("Duration", "duration num"),
+    cell("Status line", "status-line", el("span", { class: "line mono" }), el("span", { class: "sub reason" })),
+  );
+}
+
+function updateTaskRow(tr, row) {
+  const last = row.attempts.length ? row.attempts[row.attempts.length - 1] : null;
+  const badge = part(tr, ".state .badge");
+  const shown = row.decision ? decisionText(row.decision) : words(row.state);
+  badge.dataset.taskState = row.state;
+  setText(badge, shown);
+  const attempts = part(tr, ".attempts");
+  setText(attempts, row.attempts.length);
+  setAttr(
+    attempts,
+    "title",
+    row.attempts.map((a, i) => `#${i + 1} run ${a.run_id}: ${a.verdict ? words(a.verdict) : "no verdict yet"}`).join("\n") || null,
+  );
+  setText(part(tr, ".duration"), last && last.finished_at ? duration(last.duration_ms) : "—");
+  setText(part(tr, ".line"), last ? last.status_line || "" : "");
+  setText(part(tr, ".reason"), last && last.verdict !== "valid" ? last.reason || "" : "");
+}
+
+function renderWorkflowRun(answer) {
+  const missing = !!answer.missing;
+  $("workflow-run-unknown").hidden = !missing;
+  const badge = $("workflow-run-status");
+  badge.hidden = missing;
+  if (missing) {
+    setText($("workflow-run-title"), `Workflow run ${state.route.run}`);
+    $("workflow-question").hidden = true;
+    $("workflow-run-facts").replaceChildren();
+    renderedFrom.delete($("workflow-run-facts"));
+    $("workflow-report").tBodies[0].replaceChildren();
+    $("workflow-tasks").tBodies[0].replaceChildren();
+    return;
+  }
+  const { run, report } = answer;
+  setText($("workflow-run-title"), `${run.workflow} · run ${shortId(run.run_id)}`);
+  badge.dataset.workflowStatus = run.status;
+  setText(badge, words(run.status));
+
+  const waiting = run.status === "waiting_for_answer";
+  $("workflow-question").hidden = !waiting;
+  setText($("workflow-question-text"), run.question || "");
+
+  const params = Object.entries(run.params).map(([k, v]) => `${k}=${v}`).join(" ");
+  const cost = Object.entries(report.cost).map(([unit, n]) => `${n} ${unit}`).join(", ");
+  const facts = [
+    ["Run", run.run_id],
+    ["Trigger", words(run.trigger)],
+    ["Params", params || "none"],
+    ["Started", `${localTime(run.started_at)} (${relative(run.started_at)})`],
+    ["Finished", run.finished_at ? `${localTime(run.finished_at)} (${relative(run.finished_at)})` : "—"],
+    ["Duration", duration(report.duration_ms)],
+    ["Runs", `${report.runs} (tasks and strategist, every attempt)`],
+    ["CPU", duration(report.cpu_ms)],
+    ["Cost", cost || "none reported"],
+    ["Rounds", `${run.rounds.length} of at most ${run.max_rounds}`],
+    ["Answers", run.answers.length ? run.answers.join(" · ") : "none"],
+    ["Outcome", run.outcome || (waiting ? "waiting for an answer" : "running")],
+  ];
+  const dl = $("workflow-run-facts");
+  if (!unchanged(dl, JSON.stringify(facts))) {
+    dl.replaceChildren(...facts.flatMap(([key, value]) => [el("dt", { text: key }), el("dd", { text: value })]));
+  }
+
+  syncRows(
+    $("workflow-report").tBodies[0],
+    report.rounds,
+    (round) => String(round.round),
+    (round) =>
+      el(
+        "tr",
+        { "data-round": round.round },
+        cell("Round", "round num", String(round.round)),
+        cell("Valid / total", "valid num"),
+        cell("Blocked", "blocked num"),
+        cell("Skipped", "skipped num"),
+        cell("Duration", "duration num"),
+        cell("Strategist", "decision"),
+      ),
+    (tr, round) => {
+      setText(part(tr, ".valid"), `${round.tasks_valid}/${round.tasks_total}`);
+      setText(part(tr, ".blocked"), round.tasks_blocked);
+      setText(part(tr, ".skipped"), round.tasks_skipped);
+      setText(part(tr, ".duration"), duration(round.duration_ms));
+      setText(part(tr, ".decision"), round.decision ? decisionText(round.decision) : run.strategist ? "—" : "no strategist");
+    },
+  );
+  syncRows($("workflow-tasks").tBodies[0], taskRows(run), (row) => row.key, buildTaskRow, updateTaskRow);
+}
+
 // ------------------------------------------------------------------ dead letters
 
 function buildLetterRow(letter) {
@@ -701,6 +949,26 @@ function onReplay(button) {
   act(button, () => post(`/api/dlq/${encodeURIComponent(runId)}/replay`), (answer) => `replayed as run ${answer.run_id}`);
 }
 
+function onStartWorkflow(button) {
+  const name = button.dataset.startWorkflow;
+  act(button, () => post(`/api/workflows/${encodeURIComponent(name)}/start`), (answer) => {
+    location.hash = workflowRunHref(answer.run_id);
+    return `started ${name}: workflow run ${answer.run_id}`;
+  });
+}
+
+function onAnswer(event) {
+  event.preventDefault();
+  const runId = state.route.run;
+  const input = $("workflow-answer-text");
+  const text = input.value.trim();
+  if (!runId || !text) return;
+  act($("workflow-answer"), () => post(`/api/workflow-runs/${encodeURIComponent(runId)}/answer`, { text }), () => {
+    input.value = "";
+    return `answered; workflow run ${shortId(runId)} resumes`;
+  });
+}
+
 document.addEventListener("click", (event) => {
   const target = event.target instanceof Element ? event.target : null;
   if (!target) return;
@@ -714,6 +982,11 @@ document.addEventListener("click", (event) => {
     onReplay(replay);
     return;
   }
+  const start = target.closest("button[data-start-workflow]");
+  if (start && !start.disabled) {
+    onStartWorkflow(start);
+    return;
+  }
   const select = target.closest("button[data-select-run]");
   if (select) {
     state.selectedRun = select.dataset.selectRun;
@@ -723,6 +996,7 @@ document.addEventListener("click", (event) => {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("pause-dialog").addEventListener("close", onPauseClosed);
+  $("workflow-question").addEventListener("submit", onAnswer);
   window.addEventListener("hashchange", showRoute);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refresh();

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use loom_broker::{Broker, Bucket};
-use loom_protocol::workflow::{
-    Answer, WorkflowRun, WorkflowStart, WorkflowStatus, answer_key, workflow_run_key,
-};
+use loom_broker::Broker;
+use loom_config::Config;
+use loom_protocol::workflow::{WorkflowRun, WorkflowStatus};
+use loom_scheduler::workflow::requests::{self, WorkflowRequestError};
 use uuid::Uuid;
 
 use crate::args::{Global, WorkflowCommand};
@@ -21,32 +21,16 @@ use crate::output::print_json;
 /// Runs one `loom workflow` subcommand.
 pub async fn run(global: &Global, command: &WorkflowCommand) -> anyhow::Result<()> {
     let config = load_config(global)?;
-    if let WorkflowCommand::Start { workflow, .. } = command
-        && config.registry.workflow(workflow).is_none()
-    {
-        let known: Vec<&str> = config
-            .registry
-            .workflows()
-            .map(|w| w.name.as_str())
-            .collect();
-        return Err(Usage(format!(
-            "workflow {workflow:?} is not in the registry (workflows: {})",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        ))
-        .into());
+    if let WorkflowCommand::Start { workflow, .. } = command {
+        requests::find_workflow(&config, workflow).map_err(|error| Usage(error.to_string()))?;
     }
     let broker = connect(&config, "workflow").await?;
-    let result = act(&broker, command).await;
+    let result = act(&broker, &config, command).await;
     broker.close().await;
     result
 }
 
-async fn act(broker: &Broker, command: &WorkflowCommand) -> anyhow::Result<()> {
-    let bucket = broker.bucket(&broker.names().workflows_bucket()).await?;
+async fn act(broker: &Broker, config: &Config, command: &WorkflowCommand) -> anyhow::Result<()> {
     match command {
         WorkflowCommand::Start {
             workflow,
@@ -60,25 +44,12 @@ async fn act(broker: &Broker, command: &WorkflowCommand) -> anyhow::Result<()> {
                 };
                 parsed.insert(name.to_owned(), value.to_owned());
             }
-            let run_id = Uuid::now_v7();
-            let start = WorkflowStart {
-                run_id: Some(run_id),
-                params: parsed,
-                trigger: None,
-                scheduled_at: None,
-            };
-            broker
-                .publish(
-                    &broker.subjects().workflow_start(workflow),
-                    Some(&format!("workflow-start:{run_id}")),
-                    serde_json::to_vec(&start)?,
-                )
-                .await?;
+            let run_id = requests::start(broker, config, workflow, parsed).await?;
             println!("{run_id}");
             if !*wait {
                 return Ok(());
             }
-            let run = wait_for_end(&bucket, run_id).await?;
+            let run = wait_for_end(broker, run_id).await?;
             println!(
                 "{} after {} round(s): {}",
                 run.status.as_str(),
@@ -95,14 +66,7 @@ async fn act(broker: &Broker, command: &WorkflowCommand) -> anyhow::Result<()> {
             }
         }
         WorkflowCommand::List { workflow, json } => {
-            let mut runs: Vec<WorkflowRun> = bucket
-                .snapshot::<WorkflowRun>(broker, "run.*")
-                .await?
-                .into_iter()
-                .map(|(_, run)| run)
-                .filter(|run| workflow.as_ref().is_none_or(|w| &run.workflow == w))
-                .collect();
-            runs.sort_by_key(|run| std::cmp::Reverse((run.started_at, run.run_id)));
+            let runs = requests::list_runs(broker, workflow.as_deref()).await?;
             if *json {
                 print_json(&serde_json::to_value(&runs)?);
                 return Ok(());
@@ -133,7 +97,7 @@ async fn act(broker: &Broker, command: &WorkflowCommand) -> anyhow::Result<()> {
             Ok(())
         }
         WorkflowCommand::Show { run_id, json } => {
-            let run = find(&bucket, *run_id).await?;
+            let run = find(broker, *run_id).await?;
             if *json {
                 print_json(&serde_json::to_value(&run)?);
                 return Ok(());
@@ -182,7 +146,7 @@ async fn act(broker: &Broker, command: &WorkflowCommand) -> anyhow::Result<()> {
             Ok(())
         }
         WorkflowCommand::Report { run_id, json } => {
-            let run = find(&bucket, *run_id).await?;
+            let run = find(broker, *run_id).await?;
             let report = run.report(Utc::now());
             if *json {
                 print_json(&serde_json::to_value(&report)?);
@@ -229,23 +193,9 @@ async fn act(broker: &Broker, command: &WorkflowCommand) -> anyhow::Result<()> {
             Ok(())
         }
         WorkflowCommand::Answer { run_id, text } => {
-            let run = find(&bucket, *run_id).await?;
-            if run.status != WorkflowStatus::WaitingForAnswer {
-                return Err(Usage(format!(
-                    "workflow run {run_id} is {}, not waiting for an answer",
-                    run.status.as_str()
-                ))
-                .into());
-            }
-            bucket
-                .put(
-                    &answer_key(*run_id),
-                    &Answer {
-                        text: text.clone(),
-                        at: Utc::now(),
-                    },
-                )
-                .await?;
+            let run = requests::answer(broker, *run_id, text)
+                .await
+                .map_err(usage_or_broker)?;
             println!(
                 "answered workflow run {run_id} ({}); it resumes",
                 run.question.unwrap_or_default()
@@ -255,22 +205,32 @@ async fn act(broker: &Broker, command: &WorkflowCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn find(bucket: &Bucket, run_id: Uuid) -> anyhow::Result<WorkflowRun> {
-    bucket
-        .get::<WorkflowRun>(&workflow_run_key(run_id))
-        .await?
-        .map(|v| v.value)
-        .ok_or_else(|| Usage(format!("workflow run {run_id} is not in the history")).into())
+/// A refused request exits 2 (usage); a broker failure keeps its own code.
+fn usage_or_broker(error: WorkflowRequestError) -> anyhow::Error {
+    if error.is_usage() {
+        Usage(error.to_string()).into()
+    } else {
+        error.into()
+    }
+}
+
+async fn find(broker: &Broker, run_id: Uuid) -> anyhow::Result<WorkflowRun> {
+    requests::find_run(broker, run_id)
+        .await
+        .map_err(usage_or_broker)
 }
 
 /// Polls the run until it ends (or waits for an answer, which is an end for
 /// a waiting command too).
-async fn wait_for_end(bucket: &Bucket, run_id: Uuid) -> anyhow::Result<WorkflowRun> {
+async fn wait_for_end(broker: &Broker, run_id: Uuid) -> anyhow::Result<WorkflowRun> {
     loop {
-        if let Some(run) = bucket.get::<WorkflowRun>(&workflow_run_key(run_id)).await?
-            && (run.value.status.is_final() || run.value.status == WorkflowStatus::WaitingForAnswer)
-        {
-            return Ok(run.value);
+        match requests::find_run(broker, run_id).await {
+            Ok(run) if run.status.is_final() || run.status == WorkflowStatus::WaitingForAnswer => {
+                return Ok(run);
+            }
+            // Not taken by the leader yet, or still running.
+            Ok(_) | Err(WorkflowRequestError::UnknownRun(_)) => {}
+            Err(error) => return Err(error.into()),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -13,6 +13,7 @@
 //! drops the duplicates) and goes on: no task runs twice, none is lost.
 
 pub mod advance;
+pub mod requests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
