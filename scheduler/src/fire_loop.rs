@@ -230,11 +230,10 @@ impl FireLoop {
         let grace = (self.config.scheduler.lease_ttl * 2).max(Duration::from_secs(2));
         let config = self.config.clone();
         let mut catching_up = 0usize;
-        for worker in config.registry.workers() {
+        for worker in config.registry.shared_workers() {
             let Some(schedule) = &worker.schedule else {
                 continue;
             };
-            let worker = Arc::new(worker.clone());
             let last = match fire_states.get(&worker.name) {
                 Some(state) => state.last_fire,
                 None => {
