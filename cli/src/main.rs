@@ -21,7 +21,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = args::Args::parse();
-    output::init_tracing(&args.global, args.command.is_role());
+    let role = args.command.is_role();
+    if !role {
+        output::end_quietly_on_closed_stdout();
+    }
+    output::init_tracing(&args.global, role);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -27,6 +27,26 @@ pub fn init_tracing(global: &Global, role: bool) {
     }
 }
 
+/// Lets a one-shot command end quietly when whatever reads its output goes
+/// away (`loom runs --json | head`), as Unix tools do, instead of failing on
+/// a closed pipe. The Rust runtime ignores SIGPIPE; this restores the
+/// default. Roles keep ignoring it: an agent writes to its workers' stdin,
+/// and a worker that exits early must not take the agent with it. Sockets
+/// are unaffected either way (they write with `MSG_NOSIGNAL`).
+#[cfg(unix)]
+#[allow(unsafe_code, reason = "one call into libc; see the SAFETY comment")]
+pub fn end_quietly_on_closed_stdout() {
+    // SAFETY: restoring a signal's default disposition before any thread
+    // is started; no handler of this process is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Elsewhere there is no SIGPIPE.
+#[cfg(not(unix))]
+pub fn end_quietly_on_closed_stdout() {}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &serde_json::Value) {
     println!(

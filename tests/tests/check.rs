@@ -193,3 +193,34 @@ fn config_comes_from_loom_config_too() {
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(report["workers"].as_array().expect("workers").len(), 12);
 }
+
+/// `loom check --json | head -1`: the reader goes away after one line; loom
+/// ends as Unix tools do (by SIGPIPE), without a panic message.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let mut child = loom_command()
+        .args(["check", "--json", "--config"])
+        .arg(example_config())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loom check");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read a line");
+    assert_eq!(first.trim(), "{");
+    drop(stdout);
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(nix::sys::signal::Signal::SIGPIPE as i32),
+        "ended by SIGPIPE: {:?}, {stderr}",
+        output.status
+    );
+}
