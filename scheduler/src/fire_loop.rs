@@ -259,20 +259,20 @@ impl FireLoop {
             );
             catching_up += plan.run.len();
             self.add_entry(worker.clone(), now.max(last));
-            self.record_missed(&worker, &plan.missed, now).await;
+            self.record_missed(worker, &plan.missed, now).await;
             for not_run in &plan.not_run {
                 let detail = match not_run.reason {
                     SkipReason::CatchUp => format!(
                         "missed while the scheduler was down; catch_up = \"{}\" ran a later fire instead",
                         catch_up_name(worker.catch_up)
                     ),
-                    _ => dst_gap_detail(not_run.local, &worker),
+                    _ => dst_gap_detail(not_run.local, worker),
                 };
-                self.not_run(&worker, not_run.instant, not_run.reason, detail, None)
+                self.not_run(worker, not_run.instant, not_run.reason, detail, None)
                     .await;
             }
             for instant in plan.run {
-                self.handle_fire(&worker, instant, now).await;
+                self.handle_fire(worker, instant, now).await;
             }
         }
         // Workers that left the registry while no leader was watching.
