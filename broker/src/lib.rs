@@ -4,6 +4,9 @@
 //! in one place: connecting with the configured credentials and TLS
 //! ([`connect`]), creating and updating the topology ([`topology`]), and the
 //! embedded nats-server that `loom up` and the tests start ([`embedded`]).
+//! An operation the server refuses for lack of a permission fails at once
+//! with a sentence naming the user and the subject (`refusal`), rather than
+//! by timing out.
 //!
 //! The broker crate knows the wire format only through `loom-protocol`, and
 //! knows nothing of what roles decide.
@@ -13,6 +16,7 @@ pub mod embedded;
 pub mod objects;
 pub mod publish;
 pub mod read;
+mod refusal;
 pub mod state;
 pub mod topology;
 

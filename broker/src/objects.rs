@@ -4,6 +4,7 @@
 use tokio::io::AsyncReadExt;
 
 use crate::Broker;
+use crate::refusal::is_api_subject_of;
 
 /// An object-store operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,40 @@ impl Broker {
     /// that name is there already (names are digests, so it is the same).
     /// Whether it was stored now.
     pub async fn put_bundle(&self, name: &str, bytes: &[u8]) -> Result<bool, ObjectError> {
+        self.guarded_object(name, self.put_bundle_unguarded(name, bytes))
+            .await
+    }
+
+    /// The bytes of object `name` in the enforcement store.
+    pub async fn get_bundle(&self, name: &str) -> Result<Vec<u8>, ObjectError> {
+        self.guarded_object(name, self.get_bundle_unguarded(name))
+            .await
+    }
+
+    /// Runs `operation` on the enforcement store, ending it at once with the
+    /// server's refusal when the user may not make one of its requests.
+    async fn guarded_object<T>(
+        &self,
+        name: &str,
+        operation: impl std::future::Future<Output = Result<T, ObjectError>>,
+    ) -> Result<T, ObjectError> {
+        let store = self.names().enforcement_store();
+        let stream = format!("OBJ_{store}");
+        let objects = format!("$O.{store}.");
+        self.refusals()
+            .guard(
+                |subject| is_api_subject_of(subject, &stream) || subject.starts_with(&objects),
+                operation,
+            )
+            .await
+            .map_err(|detail| ObjectError {
+                store,
+                name: name.to_owned(),
+                detail,
+            })?
+    }
+
+    async fn put_bundle_unguarded(&self, name: &str, bytes: &[u8]) -> Result<bool, ObjectError> {
         let store_name = self.names().enforcement_store();
         let fail = |detail: String| ObjectError {
             store: store_name.clone(),
@@ -44,8 +79,7 @@ impl Broker {
         Ok(true)
     }
 
-    /// The bytes of object `name` in the enforcement store.
-    pub async fn get_bundle(&self, name: &str) -> Result<Vec<u8>, ObjectError> {
+    async fn get_bundle_unguarded(&self, name: &str) -> Result<Vec<u8>, ObjectError> {
         let store_name = self.names().enforcement_store();
         let fail = |detail: String| ObjectError {
             store: store_name.clone(),

@@ -14,6 +14,7 @@ use loom_protocol::identity::MSG_ID_HEADER;
 use tokio_util::sync::CancellationToken;
 
 use crate::Broker;
+use crate::refusal::Watch;
 
 /// First delay between publish attempts; it doubles up to [`RETRY_MAX`].
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -44,20 +45,29 @@ pub struct PublishError {
 pub struct PendingPublish {
     subject: String,
     ack: PublishAckFuture,
+    refusal: Watch,
 }
 
 impl PendingPublish {
-    /// Waits for JetStream's ack.
+    /// Waits for JetStream's ack. A publish the server refuses (the user may
+    /// not publish on the subject) fails at once, saying so.
     pub async fn stored(self) -> Result<Stored, PublishError> {
-        match self.ack.await {
+        let PendingPublish {
+            subject,
+            ack,
+            refusal,
+        } = self;
+        let outcome = tokio::select! {
+            biased;
+            ack = ack => ack.map_err(|error| error.to_string()),
+            refused = refusal.refused(|refused| refused == subject) => Err(refused),
+        };
+        match outcome {
             Ok(ack) => Ok(Stored {
                 sequence: ack.sequence,
                 duplicate: ack.duplicate,
             }),
-            Err(error) => Err(PublishError {
-                subject: self.subject,
-                detail: error.to_string(),
-            }),
+            Err(detail) => Err(PublishError { subject, detail }),
         }
     }
 }
@@ -81,6 +91,7 @@ impl Broker {
         msg_id: Option<&str>,
         payload: Vec<u8>,
     ) -> Result<PendingPublish, PublishError> {
+        let refusal = self.refusals().watch();
         let ack = self
             .jetstream()
             .publish_with_headers(subject.to_owned(), headers(msg_id), payload.into())
@@ -92,6 +103,7 @@ impl Broker {
         Ok(PendingPublish {
             subject: subject.to_owned(),
             ack,
+            refusal,
         })
     }
 

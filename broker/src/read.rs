@@ -2,11 +2,18 @@
 //! exactly the messages pending when it was created, then stops. Used to
 //! load state in bulk (every `fire.*` key of 100,000 workers in one pass)
 //! and to read history (runs, cancel requests) without a durable consumer.
+//!
+//! The ordered consumer is named (`loom-read-<unique>`): the request that
+//! creates a named consumer carries its filter in the subject
+//! (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`), so NATS permissions
+//! can let a role read some subjects of a stream and not others (agents read
+//! cancel requests, not results; see `deploy/nats/auth.conf`).
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 
 use crate::Broker;
+use crate::refusal::is_api_subject_of;
 
 /// One stored message, as read.
 #[derive(Debug, Clone)]
@@ -48,7 +55,83 @@ pub struct ReadError {
 
 impl Broker {
     /// Every message of `stream` matching `filter` from `from`, as stored now.
+    /// A read the server refuses (the user may not read those subjects)
+    /// fails at once, saying so.
     pub async fn read_stream(
+        &self,
+        stream: &str,
+        filter: &str,
+        from: ReadFrom,
+    ) -> Result<Vec<StoredMessage>, ReadError> {
+        self.guarded_read(
+            stream,
+            filter,
+            self.read_stream_unguarded(stream, filter, from),
+        )
+        .await
+    }
+
+    /// The durable pull consumer `durable` of `stream`.
+    pub async fn durable(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, ReadError> {
+        self.guarded_read(stream, durable, self.durable_unguarded(stream, durable))
+            .await
+    }
+
+    /// The message stored at `sequence` of `stream`, if it is still there.
+    pub async fn stored_message(
+        &self,
+        stream: &str,
+        sequence: u64,
+    ) -> Result<Option<StoredMessage>, ReadError> {
+        let what = format!("#{sequence}");
+        self.guarded_read(
+            stream,
+            &what,
+            self.stored_message_unguarded(stream, sequence),
+        )
+        .await
+    }
+
+    /// Deletes the message at `sequence` of `stream`; whether it was there.
+    pub async fn delete_stored(&self, stream: &str, sequence: u64) -> Result<bool, ReadError> {
+        let what = format!("#{sequence}");
+        self.guarded_read(
+            stream,
+            &what,
+            self.delete_stored_unguarded(stream, sequence),
+        )
+        .await
+    }
+
+    /// Removes every message of `stream` on subjects matching `filter`; how many.
+    pub async fn purge(&self, stream: &str, filter: &str) -> Result<u64, ReadError> {
+        self.guarded_read(stream, filter, self.purge_unguarded(stream, filter))
+            .await
+    }
+
+    /// Runs `operation` on `stream`, ending it at once with the server's
+    /// refusal when the user may not make one of its requests.
+    async fn guarded_read<T>(
+        &self,
+        stream: &str,
+        filter: &str,
+        operation: impl std::future::Future<Output = Result<T, ReadError>>,
+    ) -> Result<T, ReadError> {
+        self.refusals()
+            .guard(|subject| is_api_subject_of(subject, stream), operation)
+            .await
+            .map_err(|detail| ReadError {
+                stream: stream.to_owned(),
+                filter: filter.to_owned(),
+                detail,
+            })?
+    }
+
+    async fn read_stream_unguarded(
         &self,
         stream: &str,
         filter: &str,
@@ -76,6 +159,7 @@ impl Broker {
         };
         let consumer = handle
             .create_consumer(pull::OrderedConfig {
+                name: Some(self.reader_name()),
                 filter_subject: filter.to_owned(),
                 deliver_policy,
                 ..Default::default()
@@ -112,8 +196,15 @@ impl Broker {
 }
 
 impl Broker {
-    /// The durable pull consumer `durable` of `stream`.
-    pub async fn durable(
+    /// A fresh name for a reading consumer: `loom-read-` and the unique part
+    /// of a new inbox (letters and digits, as consumer names require).
+    fn reader_name(&self) -> String {
+        let inbox = self.client().new_inbox();
+        let unique = inbox.rsplit('.').next().unwrap_or(inbox.as_str());
+        format!("loom-read-{unique}")
+    }
+
+    async fn durable_unguarded(
         &self,
         stream: &str,
         durable: &str,
@@ -134,8 +225,7 @@ impl Broker {
             .map_err(|e| fail(e.to_string()))
     }
 
-    /// The message stored at `sequence` of `stream`, if it is still there.
-    pub async fn stored_message(
+    async fn stored_message_unguarded(
         &self,
         stream: &str,
         sequence: u64,
@@ -169,8 +259,11 @@ impl Broker {
         }
     }
 
-    /// Deletes the message at `sequence` of `stream`; whether it was there.
-    pub async fn delete_stored(&self, stream: &str, sequence: u64) -> Result<bool, ReadError> {
+    async fn delete_stored_unguarded(
+        &self,
+        stream: &str,
+        sequence: u64,
+    ) -> Result<bool, ReadError> {
         let fail = |detail: String| ReadError {
             stream: stream.to_owned(),
             filter: format!("#{sequence}"),
@@ -187,8 +280,7 @@ impl Broker {
             .map_err(|e| fail(e.to_string()))
     }
 
-    /// Removes every message of `stream` on subjects matching `filter`; how many.
-    pub async fn purge(&self, stream: &str, filter: &str) -> Result<u64, ReadError> {
+    async fn purge_unguarded(&self, stream: &str, filter: &str) -> Result<u64, ReadError> {
         let fail = |detail: String| ReadError {
             stream: stream.to_owned(),
             filter: filter.to_owned(),

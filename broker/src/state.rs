@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Broker;
+use crate::refusal::{Refusals, is_api_subject_of};
 
 /// A key-value operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,7 @@ pub struct StateError {
 pub struct Bucket {
     name: String,
     store: kv::Store,
+    refusals: Refusals,
 }
 
 /// A value and the revision it was read at.
@@ -67,18 +69,25 @@ pub enum SetOutcome {
 impl Broker {
     /// Opens a bucket of the topology by name.
     pub async fn bucket(&self, name: &str) -> Result<Bucket, StateError> {
+        let fail = |detail: String| StateError {
+            bucket: name.to_owned(),
+            key: String::new(),
+            detail,
+        };
+        let stream = format!("KV_{name}");
         let store = self
-            .jetstream()
-            .get_key_value(name)
+            .refusals()
+            .guard(
+                |subject| is_api_subject_of(subject, &stream),
+                self.jetstream().get_key_value(name),
+            )
             .await
-            .map_err(|e| StateError {
-                bucket: name.to_owned(),
-                key: String::new(),
-                detail: e.to_string(),
-            })?;
+            .map_err(fail)?
+            .map_err(|e| fail(e.to_string()))?;
         Ok(Bucket {
             name: name.to_owned(),
             store,
+            refusals: self.refusals().clone(),
         })
     }
 
@@ -151,10 +160,15 @@ impl Bucket {
         &self,
         key: &str,
     ) -> Result<Option<Versioned<T>>, StateError> {
+        let stream = format!("KV_{}", self.name);
         let entry = self
-            .store
-            .entry(key)
+            .refusals
+            .guard(
+                |subject| is_api_subject_of(subject, &stream),
+                self.store.entry(key),
+            )
             .await
+            .map_err(|refusal| self.error(key, refusal))?
             .map_err(|e| self.error(key, e))?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(Versioned {
@@ -165,12 +179,25 @@ impl Bucket {
         }
     }
 
+    /// Runs a write of `key`; a write the server refuses (the user may not
+    /// write that key) fails at once, saying so.
+    async fn write<T>(
+        &self,
+        key: &str,
+        operation: impl std::future::Future<Output = T>,
+    ) -> Result<T, StateError> {
+        let subject = format!("$KV.{}.{key}", self.name);
+        self.refusals
+            .guard(|refused| refused == subject, operation)
+            .await
+            .map_err(|refusal| self.error(key, refusal))
+    }
+
     /// Writes `value` whatever the key holds.
     pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<u64, StateError> {
         let bytes = self.encode(key, value)?;
-        self.store
-            .put(key, bytes.into())
-            .await
+        self.write(key, self.store.put(key, bytes.into()))
+            .await?
             .map_err(|e| self.error(key, e))
     }
 
@@ -181,7 +208,10 @@ impl Bucket {
         value: &T,
     ) -> Result<SetOutcome, StateError> {
         let bytes = self.encode(key, value)?;
-        match self.store.create(key, bytes.into()).await {
+        match self
+            .write(key, self.store.create(key, bytes.into()))
+            .await?
+        {
             Ok(revision) => Ok(SetOutcome::Written(revision)),
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Ok(SetOutcome::Conflict)
@@ -198,7 +228,10 @@ impl Bucket {
         revision: u64,
     ) -> Result<SetOutcome, StateError> {
         let bytes = self.encode(key, value)?;
-        match self.store.update(key, bytes.into(), revision).await {
+        match self
+            .write(key, self.store.update(key, bytes.into(), revision))
+            .await?
+        {
             Ok(revision) => Ok(SetOutcome::Written(revision)),
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 Ok(SetOutcome::Conflict)
@@ -209,12 +242,17 @@ impl Bucket {
 
     /// Deletes `key` (watchers see it removed).
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
-        self.store.delete(key).await.map_err(|e| self.error(key, e))
+        self.write(key, self.store.delete(key))
+            .await?
+            .map_err(|e| self.error(key, e))
     }
 
     /// Deletes `key` only if it is still at `revision`.
     pub async fn delete_at(&self, key: &str, revision: u64) -> Result<SetOutcome, StateError> {
-        match self.store.delete_expect_revision(key, Some(revision)).await {
+        match self
+            .write(key, self.store.delete_expect_revision(key, Some(revision)))
+            .await?
+        {
             Ok(()) => Ok(SetOutcome::Written(revision)),
             Err(error) if error.kind() == kv::DeleteErrorKind::WrongLastRevision => {
                 Ok(SetOutcome::Conflict)
@@ -272,10 +310,15 @@ impl Bucket {
         &self,
         pattern: &str,
     ) -> Result<impl futures::Stream<Item = Change<T>> + Send + use<T>, StateError> {
+        let stream = format!("KV_{}", self.name);
         let watch = self
-            .store
-            .watch_with_history(pattern)
+            .refusals
+            .guard(
+                |subject| is_api_subject_of(subject, &stream),
+                self.store.watch_with_history(pattern),
+            )
             .await
+            .map_err(|refusal| self.error(pattern, refusal))?
             .map_err(|e| self.error(pattern, e))?;
         let bucket = self.name.clone();
         Ok(watch.filter_map(move |entry| {

@@ -21,6 +21,7 @@ use loom_protocol::topology::{
 };
 
 use crate::Broker;
+use crate::refusal::is_api_subject_of;
 
 /// What applying did to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,9 @@ impl Broker {
     ) -> Result<TopologyReport, TopologyError> {
         let mut report = TopologyReport::default();
         for spec in &topology.streams {
-            let action = self.apply_stream(spec).await?;
+            let action = self
+                .refusable("stream", &spec.name, &spec.name, self.apply_stream(spec))
+                .await?;
             report.applied.push(Applied {
                 kind: "stream",
                 name: spec.name.clone(),
@@ -115,7 +118,10 @@ impl Broker {
             });
         }
         for spec in &topology.consumers {
-            let action = self.apply_consumer(spec).await?;
+            let name = format!("{}/{}", spec.stream, spec.durable);
+            let action = self
+                .refusable("consumer", &name, &spec.stream, self.apply_consumer(spec))
+                .await?;
             report.applied.push(Applied {
                 kind: "consumer",
                 name: format!("{}/{}", spec.stream, spec.durable),
@@ -123,7 +129,10 @@ impl Broker {
             });
         }
         for spec in &topology.buckets {
-            let action = self.apply_bucket(spec).await?;
+            let stream = format!("KV_{}", spec.name);
+            let action = self
+                .refusable("bucket", &spec.name, &stream, self.apply_bucket(spec))
+                .await?;
             report.applied.push(Applied {
                 kind: "bucket",
                 name: spec.name.clone(),
@@ -131,7 +140,15 @@ impl Broker {
             });
         }
         for spec in &topology.object_stores {
-            let action = self.apply_object_store(spec).await?;
+            let stream = format!("OBJ_{}", spec.name);
+            let action = self
+                .refusable(
+                    "object store",
+                    &spec.name,
+                    &stream,
+                    self.apply_object_store(spec),
+                )
+                .await?;
             report.applied.push(Applied {
                 kind: "object store",
                 name: spec.name.clone(),
@@ -139,7 +156,15 @@ impl Broker {
             });
         }
         let runs_stream = self.names().runs_stream();
-        for durable in self.stale_run_consumers(topology).await? {
+        let stale = self
+            .refusable(
+                "stream",
+                &runs_stream,
+                &runs_stream,
+                self.stale_run_consumers(topology),
+            )
+            .await?;
+        for durable in stale {
             if prune {
                 self.jetstream()
                     .delete_consumer_from_stream(&durable, &runs_stream)
@@ -172,11 +197,30 @@ impl Broker {
                     .map(|o| format!("OBJ_{}", o.name)),
             );
         for name in names {
-            if self.stream_config(&name).await?.is_none() {
+            let config = self
+                .refusable("stream", &name, &name, self.stream_config(&name))
+                .await?;
+            if config.is_none() {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Runs `operation` on `stream` for the object `kind` `name`, ending it
+    /// at once with the server's refusal when the user may not make one of
+    /// its requests (only `admin` may change the topology).
+    async fn refusable<T>(
+        &self,
+        kind: &'static str,
+        name: &str,
+        stream: &str,
+        operation: impl std::future::Future<Output = Result<T, TopologyError>>,
+    ) -> Result<T, TopologyError> {
+        self.refusals()
+            .guard(|subject| is_api_subject_of(subject, stream), operation)
+            .await
+            .map_err(|detail| TopologyError::new(kind, name, detail))?
     }
 
     async fn stream_config(&self, name: &str) -> Result<Option<stream::Config>, TopologyError> {
@@ -318,12 +362,21 @@ impl Broker {
     }
 
     async fn apply_object_store(&self, spec: &ObjectStoreSpec) -> Result<Action, TopologyError> {
-        if self
-            .stream_config(&format!("OBJ_{}", spec.name))
-            .await?
-            .is_some()
-        {
-            return Ok(Action::Unchanged);
+        match self.stream_config(&format!("OBJ_{}", spec.name)).await? {
+            None => {}
+            Some(existing) if existing.num_replicas == spec.replicas => {
+                return Ok(Action::Unchanged);
+            }
+            Some(mut existing) => {
+                // `streams.replicas` changed (one node to a cluster, say):
+                // the object store's stream follows, like every other.
+                existing.num_replicas = spec.replicas;
+                self.jetstream()
+                    .update_stream(existing)
+                    .await
+                    .map_err(|e| TopologyError::new("object store", &spec.name, e))?;
+                return Ok(Action::Updated);
+            }
         }
         self.jetstream()
             .create_object_store(object_store::Config {

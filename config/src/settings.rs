@@ -93,8 +93,10 @@ pub struct NatsSettings {
     pub tls: Option<TlsSettings>,
 }
 
-/// One way of authenticating to NATS.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One way of authenticating to NATS. Its `Debug` output names the method
+/// and the user, never a seed, token or password, so a logged config leaks
+/// nothing.
+#[derive(Clone, Default, PartialEq)]
 pub enum NatsAuth {
     /// No credentials.
     #[default]
@@ -112,6 +114,25 @@ pub enum NatsAuth {
         /// Password.
         password: String,
     },
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HIDDEN: &str = "<hidden>";
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::CredentialsFile(path) => {
+                f.debug_tuple("CredentialsFile").field(path).finish()
+            }
+            NatsAuth::NKey(_) => f.debug_tuple("NKey").field(&HIDDEN).finish(),
+            NatsAuth::Token(_) => f.debug_tuple("Token").field(&HIDDEN).finish(),
+            NatsAuth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &HIDDEN)
+                .finish(),
+        }
+    }
 }
 
 /// TLS files.
@@ -535,5 +556,37 @@ impl Registry {
     /// Whether there are no workers (workflows not counted).
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_of_credentials_hides_the_secrets() {
+        let shown = [
+            NatsAuth::NKey("SUAPRIVATESEED".to_owned()),
+            NatsAuth::Token("s3cret-token".to_owned()),
+            NatsAuth::UserPassword {
+                user: "agent".to_owned(),
+                password: "hunter2".to_owned(),
+            },
+        ]
+        .map(|auth| format!("{auth:?}"));
+        assert_eq!(
+            shown,
+            [
+                r#"NKey("<hidden>")"#,
+                r#"Token("<hidden>")"#,
+                r#"UserPassword { user: "agent", password: "<hidden>" }"#,
+            ]
+        );
+        let settings = NatsSettings {
+            urls: vec!["nats://a:4222".to_owned()],
+            auth: NatsAuth::Token("s3cret-token".to_owned()),
+            tls: None,
+        };
+        assert!(!format!("{settings:?}").contains("s3cret"));
     }
 }

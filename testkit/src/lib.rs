@@ -18,7 +18,9 @@ use loom_broker::embedded::{self, EmbeddedServer, ServerOptions};
 
 mod alertmanager;
 pub mod browser;
+pub mod creds;
 pub mod prometheus;
+pub mod tls;
 
 pub use alertmanager::{Alertmanager, alertmanager_binary};
 
