@@ -18,11 +18,13 @@ use loom_broker::embedded::{self, EmbeddedServer, ServerOptions};
 
 mod alertmanager;
 pub mod browser;
+pub mod cluster;
 pub mod creds;
 pub mod prometheus;
 pub mod tls;
 
 pub use alertmanager::{Alertmanager, alertmanager_binary};
+pub use cluster::NatsCluster;
 
 /// A real nats-server with JetStream for one test.
 pub struct NatsServer {
