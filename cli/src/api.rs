@@ -186,10 +186,16 @@ impl ApiError {
                 ApiError::bad_request(format!("until {until} is not in the future"))
             }
             error if error.is_usage() => ApiError::bad_request(error.to_string()),
-            error => match broker {
-                Some(broker) => ApiError::broker(broker, error),
-                None => ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()),
-            },
+            error => ApiError::failed(broker, error),
+        }
+    }
+
+    /// A request the broker failed: as [`ApiError::broker`] when connected
+    /// (502 or 503), 502 when the request never got a connection.
+    fn failed(broker: Option<&Broker>, error: impl std::fmt::Display) -> ApiError {
+        match broker {
+            Some(broker) => ApiError::broker(broker, error),
+            None => ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()),
         }
     }
 }
@@ -259,9 +265,26 @@ fn parse_body<T: DeserializeOwned + Default>(body: &Bytes, shape: &str) -> Resul
         .map_err(|error| ApiError::bad_request(format!("the request body is not {shape}: {error}")))
 }
 
+/// The query of a request, or 400 saying it is not `shape`.
+fn parse_query<T>(query: Result<Query<T>, QueryRejection>, shape: &str) -> Result<T, ApiError> {
+    query.map(|Query(query)| query).map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "the query is not {shape}: {}",
+            rejection.body_text()
+        ))
+    })
+}
+
+/// The one variable segment of a request's path (a name or an id), or 400.
+fn path_segment(segment: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    segment
+        .map(|Path(segment)| segment)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+}
+
 /// The run id of a path, or 400 saying it is not `what` (a UUID).
 fn parse_run_id(run_id: Result<Path<String>, PathRejection>, what: &str) -> Result<Uuid, ApiError> {
-    let Path(run_id) = run_id.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let run_id = path_segment(run_id)?;
     run_id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{run_id:?} is not {what} (a hyphenated UUID)")))
@@ -371,12 +394,7 @@ async fn runs(
     State(api): State<Api>,
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!(
-            "the query is not worker=<name>&limit=<number>: {}",
-            rejection.body_text()
-        ))
-    })?;
+    let query = parse_query(query, "worker=<name>&limit=<number>")?;
     let Some(name) = query.worker else {
         return Err(ApiError::bad_request("the query needs worker=<name>"));
     };
@@ -405,12 +423,7 @@ async fn dead_letters(
     State(api): State<Api>,
     query: Result<Query<DlqQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!(
-            "the query is not worker=<name>: {}",
-            rejection.body_text()
-        ))
-    })?;
+    let query = parse_query(query, "worker=<name>")?;
     let broker = api.broker()?;
     let config = api.config();
     let worker = query.worker.as_deref();
@@ -457,9 +470,10 @@ async fn replay(
     ))
 }
 
+/// The body of a trigger or a workflow start.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TriggerBody {
+struct ParamsBody {
     #[serde(default)]
     params: BTreeMap<String, String>,
 }
@@ -472,8 +486,8 @@ async fn trigger(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let Path(name) = name.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let body: TriggerBody = parse_body(&body, r#"{"params": {"name": "value"}}"#)?;
+    let name = path_segment(name)?;
+    let body: ParamsBody = parse_body(&body, r#"{"params": {"name": "value"}}"#)?;
     let config = api.config();
     // Refuse an unknown or disabled worker before touching the network.
     operator::find_worker(&config, &name).map_err(|error| ApiError::operator(None, error))?;
@@ -509,7 +523,7 @@ async fn pause(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let Path(name) = name.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let name = path_segment(name)?;
     let body: PauseBody = parse_body(&body, r#"{"until": "<RFC 3339>" or null, "note": "..."}"#)?;
     let config = api.config();
     operator::find_worker(&config, &name).map_err(|error| ApiError::operator(None, error))?;
@@ -539,7 +553,7 @@ async fn resume(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let Path(name) = name.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let name = path_segment(name)?;
     let config = api.config();
     operator::find_worker(&config, &name).map_err(|error| ApiError::operator(None, error))?;
     let broker = api.broker()?;
@@ -597,12 +611,12 @@ mod tests {
 
     #[test]
     fn an_empty_body_means_defaults_and_a_wrong_one_is_a_bad_request() {
-        let empty: TriggerBody = parse_body(&Bytes::from_static(b" \n"), "x").unwrap();
+        let empty: ParamsBody = parse_body(&Bytes::from_static(b" \n"), "x").unwrap();
         assert!(empty.params.is_empty());
-        let given: TriggerBody =
+        let given: ParamsBody =
             parse_body(&Bytes::from_static(br#"{"params": {"day": "mon"}}"#), "x").unwrap();
         assert_eq!(given.params.get("day").map(String::as_str), Some("mon"));
-        let typo = parse_body::<TriggerBody>(&Bytes::from_static(br#"{"param": {}}"#), "x");
+        let typo = parse_body::<ParamsBody>(&Bytes::from_static(br#"{"param": {}}"#), "x");
         assert_eq!(typo.unwrap_err().status, StatusCode::BAD_REQUEST);
         let pause: PauseBody = parse_body(
             &Bytes::from_static(br#"{"until": null, "note": "db"}"#),

@@ -3,8 +3,6 @@
 //! `loom workflow answer` take. Each handler calls what the command calls
 //! (`loom_scheduler::workflow::requests`).
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -18,7 +16,10 @@ use loom_scheduler::workflow::requests::{self, RunSummary, WorkflowRequestError}
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Api, ApiError, json_response, parse_body, parse_run_id, same_origin, within};
+use super::{
+    Api, ApiError, ParamsBody, json_response, parse_body, parse_query, parse_run_id, path_segment,
+    same_origin, within,
+};
 
 /// How many runs `/api/workflows` answers without `limit`.
 const DEFAULT_RUNS_LIMIT: usize = 50;
@@ -33,10 +34,7 @@ impl ApiError {
                 ApiError::new(StatusCode::CONFLICT, error.to_string())
             }
             error if error.is_usage() => ApiError::bad_request(error.to_string()),
-            error => match broker {
-                Some(broker) => ApiError::broker(broker, error),
-                None => ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()),
-            },
+            error => ApiError::failed(broker, error),
         }
     }
 }
@@ -92,12 +90,7 @@ pub(super) async fn list(
     State(api): State<Api>,
     query: Result<Query<WorkflowsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!(
-            "the query is not workflow=<name>&limit=<number>: {}",
-            rejection.body_text()
-        ))
-    })?;
+    let query = parse_query(query, "workflow=<name>&limit=<number>")?;
     let config = api.config();
     if let Some(name) = &query.workflow {
         requests::find_workflow(&config, name).map_err(|error| ApiError::workflow(None, error))?;
@@ -148,13 +141,6 @@ pub(super) async fn show(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct StartBody {
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-}
-
 /// `POST /api/workflows/<name>/start`, as `loom workflow start <name>`.
 pub(super) async fn start(
     State(api): State<Api>,
@@ -163,8 +149,8 @@ pub(super) async fn start(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let Path(name) = name.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let body: StartBody = parse_body(&body, r#"{"params": {"name": "value"}}"#)?;
+    let name = path_segment(name)?;
+    let body: ParamsBody = parse_body(&body, r#"{"params": {"name": "value"}}"#)?;
     let config = api.config();
     requests::find_workflow(&config, &name).map_err(|error| ApiError::workflow(None, error))?;
     let broker = api.broker()?;
