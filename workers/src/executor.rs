@@ -21,10 +21,12 @@
 //! [`Execution::into_result`] and takes it from there.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,7 @@ use loom_protocol::{Outcome, RunCommand, RunResult, WIRE_VERSION};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt as _;
+use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
@@ -324,10 +327,17 @@ impl Executor {
         // File-system work (copying, hashing, removing trees a worker may
         // have filled) runs on blocking threads, so that it never stalls the
         // agent's runtime and its progress acks.
-        let prepared = {
-            let dir = dir.clone();
-            let bundle = invocation.enforcement.cloned();
-            tokio::task::spawn_blocking(move || rundir::prepare(&dir, bundle.as_ref())).await
+        let prepared = match invocation.enforcement {
+            // The usual case is one mkdir, too quick to need a thread.
+            None if rundir::create_empty(&dir) => Ok(Ok(RunDir {
+                path: dir.clone(),
+                enforcement: None,
+            })),
+            _ => {
+                let dir = dir.clone();
+                let bundle = invocation.enforcement.cloned();
+                tokio::task::spawn_blocking(move || rundir::prepare(&dir, bundle.as_ref())).await
+            }
         };
         let run_dir = match prepared {
             Ok(Ok(run_dir)) => run_dir,
@@ -441,7 +451,7 @@ impl Executor {
         let pipes = take_pipes(&mut child);
         drop(child);
         let mut guard = KillOnDrop { pid, armed: true };
-        let mut exited = tokio::task::spawn_blocking(move || process::wait_for_exit(pid));
+        let mut exited = exit_of(pid);
 
         let pipes = match pipes {
             Ok(pipes) => pipes,
@@ -449,7 +459,7 @@ impl Executor {
                 process::signal_group(pid, Signal::SIGKILL);
                 let _ = exited.await;
                 guard.armed = false;
-                let _ = tokio::task::spawn_blocking(move || process::reap(pid)).await;
+                let _ = reap_exited(pid).await;
                 return Execution::setup_failed(
                     began,
                     format!(
@@ -508,17 +518,10 @@ impl Executor {
         // cannot have been reused: end whatever is left of the group.
         process::signal_group(pid, Signal::SIGKILL);
         guard.armed = false;
-        let reaped = match tokio::task::spawn_blocking(move || process::reap(pid)).await {
-            Ok(Ok(reaped)) => reaped,
-            Ok(Err(error)) => {
-                tracing::error!(worker = %worker.name, %error, "cannot reap a worker process");
-                Reaped::default()
-            }
-            Err(error) => {
-                tracing::error!(worker = %worker.name, %error, "the reaping task failed");
-                Reaped::default()
-            }
-        };
+        let reaped = reap_exited(pid).await.unwrap_or_else(|error| {
+            tracing::error!(worker = %worker.name, %error, "cannot reap a worker process");
+            Reaped::default()
+        });
         let finished_at = Utc::now();
 
         let stdout_abort = stdout_task.abort_handle();
@@ -601,14 +604,42 @@ fn snapshot(tail: &SharedTail) -> (String, u64, bool) {
     (tail.to_text(), tail.total(), tail.is_truncated())
 }
 
-fn log_wait_error(result: Result<io::Result<()>, tokio::task::JoinError>, worker: &Worker) {
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::error!(worker = %worker.name, %error, "cannot wait for a worker process");
-        }
-        Err(error) => tracing::error!(worker = %worker.name, %error, "the waiting task failed"),
+fn log_wait_error(result: io::Result<()>, worker: &Worker) {
+    if let Err(error) = result {
+        tracing::error!(worker = %worker.name, %error, "cannot wait for a worker process");
     }
+}
+
+/// Resolves when the child `pid` has exited, without reaping it: through its
+/// pidfd on the runtime, or where the kernel has no pidfds, on a blocking
+/// thread.
+fn exit_of(pid: Pid) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send>> {
+    match process::exit_notifier(pid).and_then(watch_readable) {
+        Ok(pidfd) => Box::pin(async move { pidfd.readable().await.map(drop) }),
+        Err(_) => Box::pin(async move {
+            tokio::task::spawn_blocking(move || process::wait_for_exit(pid))
+                .await
+                .map_err(io::Error::other)?
+        }),
+    }
+}
+
+#[allow(unsafe_code)] // Reason: `AsyncFd::register_with_interest` is unsafe.
+fn watch_readable(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `AsyncFd` takes the descriptor's only owner, so it is
+    // neither closed nor replaced while registered.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? })
+}
+
+/// Reaps the child `pid`, which has exited: at once, or should the kernel
+/// not have it ready yet, on a blocking thread.
+async fn reap_exited(pid: Pid) -> io::Result<Reaped> {
+    if let Some(reaped) = process::reap_if_exited(pid)? {
+        return Ok(reaped);
+    }
+    tokio::task::spawn_blocking(move || process::reap(pid))
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// Moves the child's pipes into tokio.

@@ -4,15 +4,18 @@
 //!
 //! The child is reaped here with `wait4`, never by tokio or std, so that its
 //! rusage (CPU time, peak memory) is ours to read. Reaping is split in two:
-//! [`wait_for_exit`] waits without reaping (`waitid` with `WNOWAIT`), so the
-//! exited leader stays a zombie and keeps its process-group id reserved
-//! while the executor signals the group; [`reap`] then collects it. No
-//! signal is ever sent to a group id that might have been reused.
+//! the executor first learns that the leader has exited without reaping it
+//! (a pidfd that turns readable, [`exit_notifier`], or on kernels without
+//! pidfds `waitid` with `WNOWAIT` on a blocking thread, [`wait_for_exit`]),
+//! so the exited leader stays a zombie and keeps its process-group id
+//! reserved while the executor signals the group; [`reap`] then collects
+//! it. No signal is ever sent to a group id that might have been reused.
 //!
 //! This module knows nothing about timeouts or output; the executor decides
 //! when to signal.
 
 use std::io;
+use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::process::Command;
 
 use nix::errno::Errno;
@@ -114,10 +117,37 @@ pub fn wait_for_exit(pid: Pid) -> io::Result<()> {
     }
 }
 
+/// A pidfd of the child `pid`: it turns readable when the child exits, and
+/// reading that does not reap it. Fails on kernels older than 5.3 (ENOSYS),
+/// where [`wait_for_exit`] on a blocking thread does the same job.
+#[allow(unsafe_code)] // Reason: pidfd_open(2) has no wrapper in libc or nix.
+pub fn exit_notifier(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Reaps the child `pid` with `wait4`, returning its status and resource
-/// usage. Blocks until it exits; run it on a blocking thread.
-#[allow(unsafe_code)] // Reason: wait4(2) has no safe wrapper that returns rusage.
+/// usage. Blocks until it exits; run it on a blocking thread unless it is
+/// known to have exited.
 pub fn reap(pid: Pid) -> io::Result<Reaped> {
+    wait4(pid, 0)?.ok_or_else(|| io::Error::other("wait4 returned no child"))
+}
+
+/// Reaps the child `pid` if it has exited, without blocking: `None` if it
+/// is still running.
+pub fn reap_if_exited(pid: Pid) -> io::Result<Option<Reaped>> {
+    wait4(pid, libc::WNOHANG)
+}
+
+#[allow(unsafe_code)] // Reason: wait4(2) has no safe wrapper that returns rusage.
+fn wait4(pid: Pid, flags: libc::c_int) -> io::Result<Option<Reaped>> {
     let mut status: libc::c_int = 0;
     // SAFETY: `rusage` is a plain C struct of integers, for which all-zero
     // bytes are a valid value.
@@ -125,9 +155,12 @@ pub fn reap(pid: Pid) -> io::Result<Reaped> {
     loop {
         // SAFETY: both pointers are to live, writable locals of the types
         // wait4(2) expects, and it does not keep them past the call.
-        let result = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut rusage) };
+        let result = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut rusage) };
         if result == pid.as_raw() {
             break;
+        }
+        if result == 0 {
+            return Ok(None);
         }
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {
@@ -141,12 +174,12 @@ pub fn reap(pid: Pid) -> io::Result<Reaped> {
     } else {
         (None, None)
     };
-    Ok(Reaped {
+    Ok(Some(Reaped {
         exit_code,
         exit_signal,
         cpu_ms: timeval_ms(rusage.ru_utime).saturating_add(timeval_ms(rusage.ru_stime)),
         max_rss_kb: u64::try_from(rusage.ru_maxrss).unwrap_or(0),
-    })
+    }))
 }
 
 fn timeval_ms(time: libc::timeval) -> u64 {

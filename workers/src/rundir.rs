@@ -112,6 +112,13 @@ pub fn prepare(dir: &Path, bundle: Option<&LoadedBundle>) -> Result<RunDir, RunD
     })
 }
 
+/// Creates `dir` empty, for a run without a bundle, if it can be done with
+/// one mkdir: false when a leftover is in the way or the run root is
+/// missing, for [`prepare`] to deal with.
+pub fn create_empty(dir: &Path) -> bool {
+    std::fs::create_dir(dir).is_ok()
+}
+
 /// Whether the bundle copy at `copy` still has the digest `digest`. A copy
 /// that cannot be packed any more (a file made unreadable, a symbolic link
 /// added) does not match.
@@ -121,8 +128,16 @@ pub fn copy_matches(copy: &Path, digest: &str) -> bool {
 
 /// Removes a run directory, making it writable first. Failure is logged,
 /// not returned: a leftover directory is removed by the next attempt.
+///
+/// The directory is held open while it is removed, so that the filesystem
+/// frees it when that handle closes, after the run root's lock is released.
+/// On a filesystem mounted with `discard` (ext4 on many cloud disks),
+/// freeing a directory waits for the disk; done under the lock, it would
+/// stall the making and removing of every other run directory meanwhile.
 pub fn remove(dir: &Path) {
+    let held = std::fs::File::open(dir).ok();
     if let Err(error) = tree::remove(dir) {
         tracing::warn!(dir = %dir.display(), %error, "cannot remove a run directory");
     }
+    drop(held);
 }
