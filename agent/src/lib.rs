@@ -16,6 +16,7 @@ mod delivery;
 mod presence;
 mod pull;
 mod serve;
+mod slots;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use loom_broker::Broker;
 use loom_config::Config;
 use loom_protocol::metrics;
 use loom_workers::{Executor, ExecutorSettings};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -79,7 +80,7 @@ pub async fn run(
     // than nothing until its first run.
     std::sync::LazyLock::force(&metrics::AGENT_INFLIGHT);
     let concurrency = initial.agent.concurrency.get() as usize;
-    let slots = Arc::new(Semaphore::new(concurrency));
+    let slots = slots::Slots::new(concurrency);
     let runs = TaskTracker::new();
     let loops = TaskTracker::new();
     let intake = CancellationToken::new();
