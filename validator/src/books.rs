@@ -126,6 +126,28 @@ impl Books {
         }
     }
 
+    /// Like [`Books::update_run`] for a run that is most likely new (its
+    /// command, which usually comes before anything else about it): tries
+    /// to create its state first, saving a read, and falls back to
+    /// compare-and-set when the state exists.
+    pub async fn record_new_run(
+        &self,
+        worker: &str,
+        run_id: Uuid,
+        initial: impl Fn() -> RunState,
+        change: impl Fn(&mut RunState) -> bool,
+    ) -> Result<Option<RunState>, StateError> {
+        let mut state = initial();
+        change(&mut state);
+        state.updated_at = Utc::now();
+        let key = run_key(worker, run_id);
+        if let SetOutcome::Written(_) = self.runs.create(&key, &state).await? {
+            self.runs.put(&run_index_key(run_id), &worker).await?;
+            return Ok(Some(state));
+        }
+        self.update_run(worker, run_id, initial, change).await
+    }
+
     /// Marks a run open for the watchdog until `deadline`.
     pub async fn open(
         &self,
@@ -141,13 +163,15 @@ impl Books {
     }
 
     /// Records a run's verdict: publishes it (and its dead letter), marks the
-    /// run done, closes it for the watchdog and updates the worker's health.
-    /// Does nothing if the run already has a verdict.
+    /// run done (recording `last_attempt` in the same write, when the verdict
+    /// judges a result), closes it for the watchdog and updates the worker's
+    /// health. Does nothing if the run already has a verdict.
     pub async fn conclude(
         &self,
         worker: &str,
         run_id: Uuid,
         base: &RunState,
+        last_attempt: Option<&RunResult>,
         conclusion: Conclusion,
     ) -> Result<(), BooksError> {
         let now = Utc::now();
@@ -201,6 +225,9 @@ impl Books {
                 |state| {
                     if state.status == RunStatus::Done {
                         return false;
+                    }
+                    if let Some(result) = last_attempt {
+                        add_attempt(state, result);
                     }
                     state.status = RunStatus::Done;
                     state.verdict = Some(verdict);
@@ -297,9 +324,13 @@ pub fn attempt_summary(result: &RunResult) -> AttemptSummary {
     }
 }
 
-/// Records `result` as an attempt of `state`.
+/// Records `result` as an attempt of `state`, once: an attempt already
+/// recorded (a result delivered again) changes nothing, so its cost is not
+/// counted twice.
 pub fn add_attempt(state: &mut RunState, result: &RunResult) {
-    state.attempts.retain(|a| a.attempt != result.attempt);
+    if state.attempts.iter().any(|a| a.attempt == result.attempt) {
+        return;
+    }
     state.attempts.push(attempt_summary(result));
     state.attempts.sort_by_key(|a| a.attempt);
     state.stdout_tail = tail(&result.stdout_tail, STATE_TAIL);
@@ -324,4 +355,51 @@ pub fn tail(text: &str, max: usize) -> String {
 fn encode_or_empty<T: serde::Serialize>(message: &T) -> Vec<u8> {
     // Loom's own messages always encode; an empty body would be refused downstream.
     encode(message).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use loom_protocol::{Outcome, RunResult};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn result(attempt: u32, cost: f64) -> RunResult {
+        RunResult {
+            v: 1,
+            run_id: Uuid::nil(),
+            worker: "w".into(),
+            attempt,
+            agent_id: "a".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            outcome: Outcome::Failed,
+            exit_code: Some(1),
+            stdout_tail: format!("attempt {attempt}\n"),
+            stderr_tail: String::new(),
+            stdout_bytes: 10,
+            stderr_bytes: 0,
+            cpu_ms: 0,
+            max_rss_kb: 0,
+            enforcement_digest: None,
+            cost: [("usd".to_owned(), cost)].into(),
+            last_attempt: false,
+        }
+    }
+
+    #[test]
+    fn an_attempt_delivered_twice_is_recorded_and_costed_once() {
+        let mut state = state_from_result(&result(1, 0.5));
+        add_attempt(&mut state, &result(2, 0.25));
+        add_attempt(&mut state, &result(1, 0.5));
+        add_attempt(&mut state, &result(1, 0.5));
+        let attempts: Vec<u32> = state.attempts.iter().map(|a| a.attempt).collect();
+        assert_eq!(attempts, [1, 2]);
+        assert_eq!(state.cost.get("usd"), Some(&0.75));
+        // The tails are the last new attempt's.
+        assert_eq!(state.stdout_tail, "attempt 1\n");
+        add_attempt(&mut state, &result(2, 0.25));
+        assert_eq!(state.stdout_tail, "attempt 1\n");
+    }
 }

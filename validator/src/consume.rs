@@ -1,5 +1,5 @@
 //! Consuming a durable consumer with many messages in flight: each message
-//! is handled, then acknowledged; a handler that fails (the broker or a
+//! is handled, then acknowledged, up to [`IN_FLIGHT`] at once; a handler that fails (the broker or a
 //! bucket unreachable) gets its message again a little later.
 
 use std::future::Future;
@@ -55,22 +55,29 @@ pub async fn consume<H, F>(
                 continue;
             }
         };
+        // Each message is handled and then acknowledged in one future, so
+        // that acknowledgements, each a round trip, overlap like the work.
+        let handle = |message| {
+            let handled = handler(message);
+            async move {
+                let (message, outcome) = handled.await;
+                acknowledge(message, outcome).await;
+            }
+        };
         let mut running = FuturesUnordered::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some((message, outcome)) = running.next() => acknowledge(message, outcome).await,
+                Some(()) = running.next() => {}
                 next = messages.next(), if running.len() < IN_FLIGHT => match next {
-                    Some(Ok(message)) => running.push(handler(message)),
+                    Some(Ok(message)) => running.push(handle(message)),
                     Some(Err(error)) => tracing::debug!(%error, %stream, "pull error (the stream keeps going)"),
                     None => break,
                 },
             }
         }
         // Finish what was started before stopping.
-        while let Some((message, outcome)) = running.next().await {
-            acknowledge(message, outcome).await;
-        }
+        while running.next().await.is_some() {}
     }
 }
 

@@ -72,7 +72,7 @@ pub async fn run_command(books: &Books, message: Stored<'_>) -> Result<(), Books
         )
     });
     let written = books
-        .update_run(
+        .record_new_run(
             &worker.name,
             command.run_id,
             || state_from_command(&command, Some(deadline)),
@@ -133,7 +133,7 @@ async fn reject(
         dead_letter: Some(DeadLetterReason::Rejected),
         description: Some(description),
     };
-    books.conclude(token, run_id, &base, conclusion).await
+    books.conclude(token, run_id, &base, None, conclusion).await
 }
 
 /// A result on a result subject.
@@ -147,30 +147,36 @@ pub async fn run_result(books: &Books, message: Stored<'_>) -> Result<(), BooksE
     };
     let worker = books.worker(&result.worker);
     let last = result.last_attempt || worker.as_ref().is_some_and(|w| result.attempt > w.retries);
-    let state = books
-        .update_run(
-            &result.worker,
-            result.run_id,
-            || state_from_result(&result),
-            |state| {
-                if state.status == RunStatus::Done {
-                    return false;
-                }
-                add_attempt(state, &result);
-                if !last {
-                    state.status = RunStatus::Retrying;
-                }
-                true
-            },
-        )
-        .await?;
-    let Some(state) = state else {
-        return Ok(()); // already judged (a redelivered result)
-    };
     if !last {
-        tracing::info!(run_id = %result.run_id, worker = %result.worker, attempt = result.attempt, outcome = result.outcome.as_str(), "attempt failed; the agent retries");
+        let recorded = books
+            .update_run(
+                &result.worker,
+                result.run_id,
+                || state_from_result(&result),
+                |state| {
+                    if state.status == RunStatus::Done {
+                        return false;
+                    }
+                    add_attempt(state, &result);
+                    state.status = RunStatus::Retrying;
+                    true
+                },
+            )
+            .await?;
+        if recorded.is_some() {
+            tracing::info!(run_id = %result.run_id, worker = %result.worker, attempt = result.attempt, outcome = result.outcome.as_str(), "attempt failed; the agent retries");
+        }
         return Ok(());
     }
+    // The last attempt is judged, and recorded with the verdict in one write.
+    let mut state = match books.run_state(&result.worker, result.run_id).await? {
+        Some((state, _)) if state.status == RunStatus::Done => {
+            return Ok(()); // already judged (a redelivered result)
+        }
+        Some((state, _)) => state,
+        None => state_from_result(&result),
+    };
+    add_attempt(&mut state, &result);
     let expected = expected_digest(books, worker.as_deref(), &state).await?;
     let judgement = judge(worker.as_deref(), &result, expected.as_deref());
     let dead_letter = judgement.dead_letter_reason(&result);
@@ -180,7 +186,13 @@ pub async fn run_result(books: &Books, message: Stored<'_>) -> Result<(), BooksE
         description: None,
     };
     books
-        .conclude(&result.worker, result.run_id, &state, conclusion)
+        .conclude(
+            &result.worker,
+            result.run_id,
+            &state,
+            Some(&result),
+            conclusion,
+        )
         .await
 }
 
@@ -277,7 +289,7 @@ pub async fn max_deliveries(books: &Books, message: Stored<'_>) -> Result<(), Bo
             description: Some(description),
         };
         books
-            .conclude(token, command.run_id, &current, conclusion)
+            .conclude(token, command.run_id, &current, None, conclusion)
             .await?;
     }
     // JetStream keeps a message that ran out of deliveries; it is dead-lettered now.

@@ -134,6 +134,6 @@ async fn expire(
         description: Some(description),
     };
     books
-        .conclude(&entry.worker, run_id, &state, conclusion)
+        .conclude(&entry.worker, run_id, &state, None, conclusion)
         .await
 }
