@@ -15,7 +15,9 @@
 //!    ceiling.
 //! 4. Memory: this process's RSS with one agent idle, and its peak.
 //!
-//! Run with `cargo bench -p loom-agent --bench runs`.
+//! Run with `cargo bench -p loom-agent --bench runs`. `PHASES` picks phases
+//! (a comma-separated subset of `latency,results,verdicts`; all by default),
+//! to profile one of them alone.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -95,7 +97,8 @@ fn config(dir: &std::path::Path, url: &str, agent_id: &str) -> Config {
     std::fs::write(
         &file,
         format!(
-            "data_dir = \"data-{agent_id}\"\n[agent]\nid = \"{agent_id}\"\nconcurrency = {CONCURRENCY}\n[nats]\nurl = \"{url}\"\n[workers.true]\ncommand = [\"/bin/true\"]\noverlap = \"allow\"\nconcurrency = 64\nretries = 0\n"
+            "data_dir = \"data-{agent_id}\"\n[agent]\nid = \"{agent_id}\"\nconcurrency = {}\n[nats]\nurl = \"{url}\"\n[workers.true]\ncommand = [\"/bin/true\"]\noverlap = \"allow\"\nconcurrency = 256\nretries = 0\n",
+            env_number("AGENT_CONCURRENCY", CONCURRENCY as u64)
         ),
     )
     .expect("write config");
@@ -218,17 +221,24 @@ async fn throughput(broker: &Broker, runs: u64, subject: &str) -> f64 {
         .await
         .expect("subscribe");
     let begin = Instant::now();
-    let mut pending = Vec::with_capacity(runs as usize);
-    for _ in 0..runs {
-        pending.push(
-            broker
-                .start_publish("loom.run.true", None, command(Uuid::now_v7()))
-                .await
-                .expect("publish"),
-        );
-    }
-    for ack in pending {
-        ack.stored().await.expect("stored");
+    // Acks are awaited a batch at a time: the broker's connection holds at
+    // most 5,000 unawaited acks and blocks the next publish beyond that.
+    let mut left = runs;
+    while left > 0 {
+        let batch = left.min(1_000);
+        left -= batch;
+        let mut pending = Vec::with_capacity(batch as usize);
+        for _ in 0..batch {
+            pending.push(
+                broker
+                    .start_publish("loom.run.true", None, command(Uuid::now_v7()))
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in pending {
+            ack.stored().await.expect("stored");
+        }
     }
     let mut seen = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -245,6 +255,34 @@ async fn throughput(broker: &Broker, runs: u64, subject: &str) -> f64 {
     seen as f64 / elapsed
 }
 
+/// A nats-server of its own, with Loom's streams, buckets and consumers, and
+/// a broker connected to it. Each phase gets one, so that no phase sees the
+/// messages of another (the validator's consumer starts from the first
+/// message of its streams).
+struct Mesh {
+    server: NatsServer,
+    dir: tempfile::TempDir,
+    broker: Broker,
+}
+
+async fn fresh_mesh() -> Mesh {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = config(dir.path(), &server.url(), "init");
+    let broker = loom_broker::connect(&base.nats, &[server.url()], "loom", "bench")
+        .await
+        .expect("connect");
+    broker
+        .apply_topology(&base.topology(), false)
+        .await
+        .expect("topology");
+    Mesh {
+        server,
+        dir,
+        broker,
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -253,6 +291,8 @@ fn main() {
     let rate = env_number("RATE", 200);
     let seconds = env_number("SECONDS", 10);
     let runs = env_number("RUNS", 3_000);
+    let phases = std::env::var("PHASES").unwrap_or_else(|_| "latency,results,verdicts".to_owned());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
     runtime.block_on(async {
         // The machine's best: the higher of two concurrencies.
         let at_8 = spawn_ceiling(8, Duration::from_secs(4)).await;
@@ -261,35 +301,34 @@ fn main() {
         println!("spawn ceiling: tokio spawning and reaping /bin/true with captured output");
         println!("  {at_8:.0} runs/s 8 at a time, {at_32:.0} runs/s 32 at a time; ceiling {ceiling:.0} runs/s");
 
-        let server = NatsServer::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base = config(dir.path(), &server.url(), "init");
-        let broker = loom_broker::connect(&base.nats, &[server.url()], "loom", "bench").await.expect("connect");
-        broker.apply_topology(&base.topology(), false).await.expect("topology");
-
         // One agent, idle, then at a steady rate (no validator: latency only).
+        if phase("latency") {
+        let mesh = fresh_mesh().await;
         let (rss_start, _) = rss_kib();
-        let roles = start_roles(&broker, dir.path(), &server.url(), 1, false).await;
+        let roles = start_roles(&mesh.broker, mesh.dir.path(), &mesh.server.url(), 1, false).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (rss_idle, _) = rss_kib();
         println!("memory: process RSS {} MiB before the agent, {} MiB with one agent idle", rss_start / 1024, rss_idle / 1024);
-        latency(&broker, rate, seconds).await;
+        latency(&mesh.broker, rate, seconds).await;
         roles.stop().await;
-
-        for agents in [1usize, 2] {
-            let roles = start_roles(&broker, dir.path(), &server.url(), agents, false).await;
-            let rate = throughput(&broker, runs, "loom.result.true").await;
-            println!(
-                "throughput: {runs} runs published at once, {agents} agent(s), no validator: {rate:.0} runs/s to stored result ({:.0}% of the spawn ceiling)",
-                rate / ceiling * 100.0
-            );
-            roles.stop().await;
+        drop(mesh);
         }
-        for agents in [1usize, 2] {
-            let roles = start_roles(&broker, dir.path(), &server.url(), agents, true).await;
-            let rate = throughput(&broker, runs, "loom.verdict.true").await;
+
+        for (agents, validator) in [(1usize, false), (2, false), (1, true), (2, true)] {
+            if !phase(if validator { "verdicts" } else { "results" }) {
+                continue;
+            }
+            let mesh = fresh_mesh().await;
+            let roles =
+                start_roles(&mesh.broker, mesh.dir.path(), &mesh.server.url(), agents, validator).await;
+            let (subject, reached, with) = if validator {
+                ("loom.verdict.true", "verdict", "and a validator")
+            } else {
+                ("loom.result.true", "stored result", "no validator")
+            };
+            let rate = throughput(&mesh.broker, runs, subject).await;
             println!(
-                "throughput: {runs} runs published at once, {agents} agent(s) and a validator: {rate:.0} runs/s to verdict ({:.0}% of the spawn ceiling)",
+                "throughput: {runs} runs published at once, {agents} agent(s) {with}: {rate:.0} runs/s to {reached} ({:.0}% of the spawn ceiling)",
                 rate / ceiling * 100.0
             );
             roles.stop().await;

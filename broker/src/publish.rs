@@ -85,6 +85,9 @@ pub fn headers(msg_id: Option<&str>) -> HeaderMap {
 
 impl Broker {
     /// Sends a message to a stream subject; the returned value waits for the ack.
+    /// A connection holds at most 5,000 acks not yet awaited (async-nats's
+    /// default): the next publish waits until one of them is awaited or
+    /// dropped, so a caller that publishes many must await as it goes.
     pub async fn start_publish(
         &self,
         subject: &str,
