@@ -409,6 +409,54 @@ async fn three_agents_share_300_runs_and_each_runs_once() {
     );
 }
 
+/// With a backlog, an agent keeps exactly its `--concurrency` runs going: it
+/// asks for a run whenever a slot is free, never for more than are free.
+/// Each run counts the runs going when it starts (its own marker included),
+/// which can only undercount, never overcount.
+#[tokio::test]
+async fn an_agent_runs_as_many_runs_at_once_as_its_slots_and_no_more() {
+    const RUNS: usize = 12;
+    let config = format!(
+        "{AGENT}[workers.slow]\ncommand = [\"./slow.sh\"]\noverlap = \"allow\"\nconcurrency = 16\n\
+         env = {{ OUT = \"@DIR@\" }}\n"
+    );
+    let mesh = mesh_with(&config, |dir| {
+        std::fs::create_dir(dir.join("running")).expect("running/");
+        script(
+            dir,
+            "slow.sh",
+            "touch \"$OUT/running/$LOOM_RUN_ID\"\n\
+             ls \"$OUT/running\" | wc -l >> \"$OUT/counts.txt\"\n\
+             sleep 0.3\n\
+             rm \"$OUT/running/$LOOM_RUN_ID\"",
+        );
+    })
+    .await;
+    let _validator = validator(&mesh).await;
+    for _ in 0..RUNS {
+        mesh.publish_raw("slow", b"").await;
+    }
+    let _agent = agent(&mesh, "agent-slots", &["--concurrency", "2"], &[]).await;
+    let verdicts = eventually(
+        Duration::from_secs(60),
+        &format!("{RUNS} verdicts"),
+        || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let verdicts = mesh.verdicts("slow").await;
+            (verdicts.len() >= RUNS).then_some(verdicts)
+        },
+    )
+    .await;
+    assert!(verdicts.iter().all(|v| v.verdict == VerdictKind::Valid));
+    let counts = std::fs::read_to_string(mesh.path("counts.txt")).expect("counts.txt");
+    let counts: Vec<usize> = counts
+        .lines()
+        .map(|line| line.trim().parse().expect("a count"))
+        .collect();
+    assert_eq!(counts.len(), RUNS, "every run ran once");
+    assert_eq!(counts.iter().max(), Some(&2), "runs at once: {counts:?}");
+}
+
 #[tokio::test]
 async fn a_run_of_a_killed_agent_is_completed_by_another() {
     // A 2 s ack wait: the killed agent's progress acks stop, and the run moves on.
