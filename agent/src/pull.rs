@@ -134,12 +134,12 @@ async fn place_runs(
     loop {
         let next = tokio::select! {
             biased;
-            next = pull.batch.next() => next,
             _ = stop.cancelled() => {
                 let Pull { batch, .. } = &mut pull;
                 hand_back_rest(batch).await;
                 return;
             }
+            next = pull.batch.next() => next,
         };
         let message = match next {
             None => break,
@@ -150,7 +150,11 @@ async fn place_runs(
             }
         };
         let every = shared.config.borrow().agent.ack_wait / 3;
-        let Ok(slot) = take_keeping_alive(&slots, &message, every).await else {
+        let Some(slot) = take_keeping_alive(&slots, &message, every, &stop).await else {
+            // Stopping before a slot came free: the run goes back at once.
+            let _ = message.double_ack_with(AckKind::Nak(None)).await;
+            let Pull { batch, .. } = &mut pull;
+            hand_back_rest(batch).await;
             return;
         };
         // Only now, with the slot taken, may the loop ask for another run.
@@ -167,15 +171,16 @@ async fn place_runs(
 }
 
 /// Takes a slot for `message`, sending progress acks while it waits so the
-/// run is not redelivered elsewhere meanwhile.
+/// run is not redelivered elsewhere meanwhile; `None` if `stop` comes first.
 async fn take_keeping_alive(
     slots: &Arc<Slots>,
     message: &async_nats::jetstream::Message,
     every: Duration,
-) -> Result<Slot, tokio::sync::AcquireError> {
+    stop: &CancellationToken,
+) -> Option<Slot> {
     // Usually a slot is free: no timer needed.
     if let Some(slot) = slots.try_take() {
-        return Ok(slot);
+        return Some(slot);
     }
     let take = slots.take();
     tokio::pin!(take);
@@ -183,7 +188,8 @@ async fn take_keeping_alive(
     ticks.tick().await;
     loop {
         tokio::select! {
-            slot = &mut take => return slot,
+            slot = &mut take => return slot.ok(),
+            _ = stop.cancelled() => return None,
             _ = ticks.tick() => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }

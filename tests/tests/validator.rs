@@ -690,3 +690,74 @@ async fn dead_letters_are_listed_shown_and_purged() {
         format!("loom: run {a} has no dead letter")
     );
 }
+
+/// A last result that reaches the validator before its run command (the two
+/// come through different consumers) waits for the command, so the dead
+/// letter still carries the command that `loom dlq replay` needs.
+#[tokio::test]
+async fn a_result_before_its_command_waits_for_it_and_the_dead_letter_keeps_the_command() {
+    let config = format!("{QUICK}\n[workers.late]\ncommand = [\"/bin/false\"]\nretries = 0\n");
+    let mesh = Mesh::new(&config).await;
+    let _roles = roles(&mesh, &["validator"]).await;
+    let run_id = uuid::Uuid::now_v7();
+    let now = chrono::Utc::now();
+    let result = loom_protocol::RunResult {
+        v: loom_protocol::WIRE_VERSION,
+        run_id,
+        worker: "late".into(),
+        attempt: 1,
+        agent_id: "agent-by-hand".into(),
+        started_at: now,
+        finished_at: now,
+        outcome: loom_protocol::Outcome::Failed,
+        exit_code: Some(1),
+        stdout_tail: String::new(),
+        stderr_tail: "boom\n".into(),
+        stdout_bytes: 0,
+        stderr_bytes: 5,
+        cpu_ms: 0,
+        max_rss_kb: 0,
+        enforcement_digest: None,
+        cost: Default::default(),
+        last_attempt: true,
+    };
+    let subjects = mesh.broker.subjects().clone();
+    mesh.broker
+        .publish(
+            &subjects.result("late"),
+            None,
+            loom_protocol::codec::encode(&result).expect("encode"),
+        )
+        .await
+        .expect("publish the result");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        mesh.verdicts("late").await.is_empty(),
+        "no verdict before the command is recorded"
+    );
+
+    let command =
+        loom_protocol::RunCommand::new(run_id, "late", now, loom_protocol::Trigger::Manual);
+    mesh.broker
+        .publish(
+            &subjects.run("late"),
+            None,
+            loom_protocol::codec::encode(&command).expect("encode"),
+        )
+        .await
+        .expect("publish the command");
+    let verdict = mesh.verdict_of("late", run_id, WAIT).await;
+    assert_eq!(verdict.verdict, VerdictKind::Failed);
+    let letter = eventually(WAIT, "the dead letter", || async {
+        mesh.dead_letters("late").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(letter.run_id, run_id);
+    assert_eq!(letter.reason, DeadLetterReason::Failed);
+    assert_eq!(
+        letter.command.map(|c| c.run_id),
+        Some(run_id),
+        "the dead letter carries the run command"
+    );
+    assert_eq!(letter.attempts.len(), 1);
+}

@@ -41,6 +41,12 @@ pub enum BooksError {
     /// A stream could not be read.
     #[error(transparent)]
     Read(#[from] loom_broker::ReadError),
+    /// A run's last result came before its run command was recorded.
+    #[error("the run command of run {run_id} is not recorded yet; its last result waits for it")]
+    CommandNotRecorded {
+        /// The run.
+        run_id: Uuid,
+    },
 }
 
 /// Access to the validator's state.

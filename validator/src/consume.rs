@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::books::BooksError;
 use crate::intake::Stored;
 
+/// How long a last result waits before it looks for its run command again.
+const AWAITING_COMMAND_DELAY: Duration = Duration::from_millis(500);
+
 /// Messages handled at once per consumer.
 const IN_FLIGHT: usize = 64;
 
@@ -84,6 +87,10 @@ pub async fn consume<H, F>(
 async fn acknowledge(message: async_nats::jetstream::Message, outcome: Result<(), BooksError>) {
     let kind = match outcome {
         Ok(()) => AckKind::Ack,
+        Err(error @ BooksError::CommandNotRecorded { .. }) => {
+            tracing::debug!(%error, "waiting for a run command");
+            AckKind::Nak(Some(AWAITING_COMMAND_DELAY))
+        }
         Err(error) => {
             tracing::warn!(%error, subject = %message.subject, "cannot record this message yet; it will be delivered again");
             AckKind::Nak(Some(Duration::from_secs(2)))
@@ -101,6 +108,7 @@ pub fn stored(message: &async_nats::jetstream::Message) -> Option<Stored<'_>> {
         subject: message.subject.as_str(),
         payload: &message.payload,
         sequence: info.stream_sequence,
+        delivered: u64::try_from(info.delivered).unwrap_or(1),
         published: DateTime::from_timestamp_nanos(
             i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
         ),

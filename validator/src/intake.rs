@@ -25,9 +25,17 @@ pub struct Stored<'a> {
     pub payload: &'a [u8],
     /// Its stream sequence.
     pub sequence: u64,
+    /// How many times it has been delivered to the validators (1 the first
+    /// time).
+    pub delivered: u64,
     /// When it was stored.
     pub published: DateTime<Utc>,
 }
+
+/// How many deliveries a run's last result waits for its run command to be
+/// recorded (each redelivery comes half a second later); after that it is
+/// judged without it.
+const DELIVERIES_AWAITING_COMMAND: u64 = 10;
 
 /// A message on a run subject.
 pub async fn run_command(books: &Books, message: Stored<'_>) -> Result<(), BooksError> {
@@ -176,6 +184,13 @@ pub async fn run_result(books: &Books, message: Stored<'_>) -> Result<(), BooksE
         Some((state, _)) => state,
         None => state_from_result(&result),
     };
+    if state.command.is_none() && message.delivered < DELIVERIES_AWAITING_COMMAND {
+        // The run command is on its way through the other consumer: wait for
+        // it, so that a dead letter carries the command to replay.
+        return Err(BooksError::CommandNotRecorded {
+            run_id: result.run_id,
+        });
+    }
     add_attempt(&mut state, &result);
     let expected = expected_digest(books, worker.as_deref(), &state).await?;
     let judgement = judge(worker.as_deref(), &result, expected.as_deref());
