@@ -636,6 +636,18 @@ async fn survive_a_node_kill(per_role_users: bool) {
         );
     }
 
+    // A fire whose publish failed during the outage is retried (up to 5 s
+    // apart), so it may be stored after later fires; the recorded last fire
+    // passes it only once it is stored. Stop the schedulers only when the
+    // recorded last fire is past the outage: a fire still being retried
+    // then would be left for a next leader, and this test stops both.
+    eventually(
+        PATIENCE,
+        "the recorded last fire past the outage",
+        || async { mesh.last_fire("tick").await.filter(|fire| *fire >= after) },
+    )
+    .await;
+
     // Fires stop; every fire and manual run then gets its verdict.
     for role in roles.iter_mut().filter(|r| r.role == "scheduler") {
         role.stop();
