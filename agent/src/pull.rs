@@ -135,8 +135,7 @@ async fn place_runs(
         let next = tokio::select! {
             biased;
             _ = stop.cancelled() => {
-                let Pull { batch, .. } = &mut pull;
-                hand_back_rest(batch).await;
+                hand_back_rest(&mut pull.batch).await;
                 return;
             }
             next = pull.batch.next() => next,
@@ -153,8 +152,7 @@ async fn place_runs(
         let Some(slot) = take_keeping_alive(&slots, &message, every, &stop).await else {
             // Stopping before a slot came free: the run goes back at once.
             let _ = message.double_ack_with(AckKind::Nak(None)).await;
-            let Pull { batch, .. } = &mut pull;
-            hand_back_rest(batch).await;
+            hand_back_rest(&mut pull.batch).await;
             return;
         };
         // Only now, with the slot taken, may the loop ask for another run.

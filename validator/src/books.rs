@@ -108,9 +108,42 @@ impl Books {
         initial: impl Fn() -> RunState,
         change: impl Fn(&mut RunState) -> bool,
     ) -> Result<Option<RunState>, StateError> {
+        self.change_run(worker, run_id, initial, change, true).await
+    }
+
+    /// Like [`Books::update_run`] for a run that is most likely new (its
+    /// command, which usually comes before anything else about it): tries
+    /// to create its state first, saving a read, and falls back to
+    /// compare-and-set when the state exists.
+    pub async fn record_new_run(
+        &self,
+        worker: &str,
+        run_id: Uuid,
+        initial: impl Fn() -> RunState,
+        change: impl Fn(&mut RunState) -> bool,
+    ) -> Result<Option<RunState>, StateError> {
+        self.change_run(worker, run_id, initial, change, false)
+            .await
+    }
+
+    /// The compare-and-set loop of both; `read_first` false takes the first
+    /// round to be a create, without reading.
+    async fn change_run(
+        &self,
+        worker: &str,
+        run_id: Uuid,
+        initial: impl Fn() -> RunState,
+        change: impl Fn(&mut RunState) -> bool,
+        mut read_first: bool,
+    ) -> Result<Option<RunState>, StateError> {
         let key = run_key(worker, run_id);
         loop {
-            let current = self.runs.get::<RunState>(&key).await?;
+            let current = if read_first {
+                self.runs.get::<RunState>(&key).await?
+            } else {
+                None
+            };
+            read_first = true;
             let (mut state, revision) = match current {
                 Some(found) => (found.value, Some(found.revision)),
                 None => (initial(), None),
@@ -130,28 +163,6 @@ impl Books {
                 return Ok(Some(state));
             }
         }
-    }
-
-    /// Like [`Books::update_run`] for a run that is most likely new (its
-    /// command, which usually comes before anything else about it): tries
-    /// to create its state first, saving a read, and falls back to
-    /// compare-and-set when the state exists.
-    pub async fn record_new_run(
-        &self,
-        worker: &str,
-        run_id: Uuid,
-        initial: impl Fn() -> RunState,
-        change: impl Fn(&mut RunState) -> bool,
-    ) -> Result<Option<RunState>, StateError> {
-        let mut state = initial();
-        change(&mut state);
-        state.updated_at = Utc::now();
-        let key = run_key(worker, run_id);
-        if let SetOutcome::Written(_) = self.runs.create(&key, &state).await? {
-            self.runs.put(&run_index_key(run_id), &worker).await?;
-            return Ok(Some(state));
-        }
-        self.update_run(worker, run_id, initial, change).await
     }
 
     /// Marks a run open for the watchdog until `deadline`.

@@ -1,6 +1,7 @@
 //! Consuming a durable consumer with many messages in flight: each message
-//! is handled, then acknowledged, up to [`IN_FLIGHT`] at once; a handler that fails (the broker or a
-//! bucket unreachable) gets its message again a little later.
+//! is handled, then acknowledged, up to [`IN_FLIGHT`] at once; a handler
+//! that fails (the broker or a bucket unreachable) gets its message again a
+//! little later.
 
 use std::future::Future;
 use std::time::Duration;
