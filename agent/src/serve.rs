@@ -19,7 +19,7 @@ pub fn served_workers(config: &Config, all_labels: bool) -> Vec<String> {
                     .iter()
                     .all(|label| config.agent.labels.contains(label))
         })
-        .map(|worker| worker.name.clone())
+        .map(|worker| worker.name.to_string())
         .collect()
 }
 

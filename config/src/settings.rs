@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loom_protocol::Subjects;
@@ -303,10 +303,11 @@ pub struct OutputContract {
 /// One validated worker of the registry.
 #[derive(Debug, Clone)]
 pub struct Worker {
-    /// Registry name (a subject token).
-    pub name: String,
-    /// The file it is defined in.
-    pub source: PathBuf,
+    /// Registry name (a subject token), shared with the registry's index and
+    /// every role that keeps the worker by name.
+    pub name: std::sync::Arc<str>,
+    /// The file it is defined in, shared with the other workers of that file.
+    pub source: std::sync::Arc<Path>,
     /// What it does.
     pub description: String,
     /// When it fires; `None` for manual-only workers.
@@ -350,7 +351,7 @@ impl Worker {
     /// other than `allow` hold at most one run in flight across the mesh.
     pub fn consumer(&self, ack_wait: Duration) -> WorkerConsumer {
         WorkerConsumer {
-            worker: self.name.clone(),
+            worker: self.name.to_string(),
             ack_wait,
             max_deliver: i64::from(self.retries) + 1 + LOST_AGENT_REDELIVERIES,
             max_ack_pending: match self.overlap {
@@ -465,18 +466,18 @@ pub use loom_protocol::workflow::WorkflowTask;
 pub struct Registry {
     /// The registry file, when the workers came from one.
     pub file: Option<PathBuf>,
-    workers: BTreeMap<String, std::sync::Arc<Worker>>,
+    workers: BTreeMap<std::sync::Arc<str>, std::sync::Arc<Worker>>,
     workflows: BTreeMap<String, std::sync::Arc<Workflow>>,
 }
 
 impl Registry {
     /// A registry of these workers (and no workflows).
-    pub fn new(file: Option<PathBuf>, workers: BTreeMap<String, Worker>) -> Self {
+    pub fn new(file: Option<PathBuf>, workers: impl IntoIterator<Item = Worker>) -> Self {
         Registry {
             file,
             workers: workers
                 .into_iter()
-                .map(|(name, worker)| (name, std::sync::Arc::new(worker)))
+                .map(|worker| (worker.name.clone(), std::sync::Arc::new(worker)))
                 .collect(),
             workflows: BTreeMap::new(),
         }
@@ -531,12 +532,24 @@ impl Registry {
     /// then cannot be returned to the system; copies made once that memory
     /// is free sit together, and the scattered originals go.
     pub fn compacted(&self) -> Registry {
+        let mut sources: std::collections::HashMap<&Path, std::sync::Arc<Path>> =
+            std::collections::HashMap::new();
         Registry {
             file: self.file.clone(),
             workers: self
                 .workers
-                .iter()
-                .map(|(name, worker)| (name.clone(), std::sync::Arc::new(Worker::clone(worker))))
+                .values()
+                .map(|worker| {
+                    // A clone would share the name and the file name with
+                    // the scattered originals: copy them too.
+                    let mut copy = Worker::clone(worker);
+                    copy.name = std::sync::Arc::from(&*worker.name);
+                    copy.source = sources
+                        .entry(&*worker.source)
+                        .or_insert_with(|| std::sync::Arc::from(&*worker.source))
+                        .clone();
+                    (copy.name.clone(), std::sync::Arc::new(copy))
+                })
                 .collect(),
             workflows: self
                 .workflows

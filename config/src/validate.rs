@@ -6,6 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -222,22 +223,24 @@ pub(crate) fn validate(
 
     // The registry: inline workers and workflows (from loom.toml) and the
     // registry file.
-    let mut raw_workers: Vec<(PathBuf, String, RawWorker)> = Vec::new();
+    let mut raw_workers: Vec<(Arc<Path>, String, RawWorker)> = Vec::new();
     let mut raw_workflows: Vec<(PathBuf, String, RawWorkflow)> = Vec::new();
     let config_file = sources
         .file
         .clone()
         .unwrap_or_else(|| PathBuf::from("loom.toml"));
+    let shared_config_file: Arc<Path> = Arc::from(config_file.as_path());
     for (name, worker) in raw.workers {
-        raw_workers.push((config_file.clone(), name, worker));
+        raw_workers.push((shared_config_file.clone(), name, worker));
     }
     for (name, workflow) in raw.workflows {
         raw_workflows.push((config_file.clone(), name, workflow));
     }
     let registry_path = registry_file.as_ref().map(|(file, _)| file.clone());
     if let Some((file, registry)) = registry_file {
+        let shared_file: Arc<Path> = Arc::from(file.as_path());
         for (name, worker) in registry.workers {
-            raw_workers.push((file.clone(), name, worker));
+            raw_workers.push((shared_file.clone(), name, worker));
         }
         for (name, workflow) in registry.workflows {
             raw_workflows.push((file.clone(), name, workflow));
@@ -248,8 +251,8 @@ pub(crate) fn validate(
         if let Some(existing) = workers.get(&name) {
             return Err(ConfigError::DuplicateWorker {
                 worker: name,
-                first: existing.source.clone(),
-                second: file,
+                first: existing.source.to_path_buf(),
+                second: file.to_path_buf(),
             });
         }
         let worker = worker(&file, &name, raw_worker, &enforcement)?;
@@ -268,7 +271,7 @@ pub(crate) fn validate(
         let workflow = workflow(&file, &name, raw_workflow, &workers)?;
         workflows.insert(name, workflow);
     }
-    let registry = Registry::new(registry_path, workers).with_workflows(workflows);
+    let registry = Registry::new(registry_path, workers.into_values()).with_workflows(workflows);
 
     let agent = agent(&raw.agent, &registry, sources)?;
     let validator = ValidatorSettings {
@@ -391,7 +394,7 @@ fn agent(
     }
     for name in &raw.workers {
         if registry.get(name).is_none() {
-            let hint = closest(name, registry.workers().map(|w| w.name.as_str()))
+            let hint = closest(name, registry.workers().map(|w| &*w.name))
                 .map(|near| format!("; did you mean {near:?}?"))
                 .unwrap_or_default();
             return Err(sources.setting(
@@ -466,7 +469,7 @@ fn klaxon(
 
 /// Checks one worker definition from `file`.
 fn worker(
-    file: &Path,
+    file: &Arc<Path>,
     name: &str,
     raw: RawWorker,
     enforcement: &EnforcementSettings,
@@ -632,8 +635,8 @@ fn worker(
     };
 
     Ok(Worker {
-        name: name.to_owned(),
-        source: file.to_path_buf(),
+        name: Arc::from(name),
+        source: file.clone(),
         description: raw.description,
         schedule,
         timezone,

@@ -84,7 +84,7 @@ fn defaults_fill_everything_left_out() {
     assert_eq!(worker.output.format, OutputFormat::Text);
     assert_eq!(worker.output.max_bytes, 1 << 20);
     assert_eq!(worker.timezone, chrono_tz::America::Chicago);
-    assert_eq!(worker.source, files.path("workers.toml"));
+    assert_eq!(*worker.source, files.path("workers.toml"));
 }
 
 #[test]
@@ -121,7 +121,7 @@ command = ["true"]
     );
     let config = files.load().expect("loads");
     let worker = config.registry.get("inline").expect("worker");
-    assert_eq!(worker.source, files.path("loom.toml"));
+    assert_eq!(*worker.source, files.path("loom.toml"));
     assert!(worker.schedule.is_none(), "no schedule: manual only");
     assert_eq!(worker.schedule_description(), "manual only");
 }

@@ -45,7 +45,7 @@ pub(crate) enum Job {
 #[derive(Debug)]
 pub(crate) struct Done {
     /// The worker.
-    pub worker: String,
+    pub worker: std::sync::Arc<str>,
     /// The fire instant.
     pub instant: DateTime<Utc>,
     /// The run published, if one was.
@@ -101,7 +101,7 @@ async fn run(broker: Broker, job: Job, term_over: CancellationToken) -> Result<D
                 }
             }
             Ok(Done {
-                worker: entry.worker,
+                worker: entry.worker.into(),
                 instant: entry.last.unwrap_or(entry.scheduled_at),
                 run_id: None,
             })
@@ -146,7 +146,7 @@ async fn fire(
         OverlapDecision::ReplaceThenPublish => {
             let request = CancelRequest {
                 v: WIRE_VERSION,
-                worker: worker.name.clone(),
+                worker: worker.name.to_string(),
                 run_id: None,
                 before: Some(instant),
                 keep: Some(command.run_id),

@@ -190,9 +190,9 @@ struct FireLoop {
     pauses: HashMap<String, Pause>,
     bundles: HashMap<String, String>,
     /// Fire states to write at the next flush.
-    dirty: HashMap<String, FireState>,
+    dirty: HashMap<Arc<str>, FireState>,
     /// The flush in progress: it returns the writes that failed.
-    flushing: Option<tokio::task::JoinHandle<HashMap<String, FireState>>>,
+    flushing: Option<tokio::task::JoinHandle<HashMap<Arc<str>, FireState>>>,
     jobs: mpsc::Sender<Job>,
     next_generation: u64,
 }
@@ -234,7 +234,7 @@ impl FireLoop {
             let Some(schedule) = &worker.schedule else {
                 continue;
             };
-            let last = match fire_states.get(&worker.name) {
+            let last = match fire_states.get(&*worker.name) {
                 Some(state) => state.last_fire,
                 None => {
                     // First sight: remember "now", so a fire between now and
@@ -295,7 +295,7 @@ impl FireLoop {
     fn add_entry(&mut self, worker: Arc<Worker>, after: DateTime<Utc>) {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let name: Arc<str> = Arc::from(worker.name.as_str());
+        let name: Arc<str> = worker.name.clone();
         let outstanding = self
             .entries
             .remove(&name)
@@ -430,7 +430,7 @@ impl FireLoop {
         }
         if let Some(pause) = self
             .pauses
-            .get(&worker.name)
+            .get(&*worker.name)
             .filter(|p| p.holds_at(instant))
         {
             let detail = match (&pause.until, pause.note.is_empty()) {
@@ -465,7 +465,7 @@ impl FireLoop {
     fn command(&self, worker: &Worker, instant: DateTime<Utc>) -> RunCommand {
         let mut command = RunCommand::new(
             fire_run_id(&worker.name, instant),
-            &worker.name,
+            &*worker.name,
             instant,
             Trigger::Schedule,
         );
@@ -542,7 +542,7 @@ impl FireLoop {
         DeadLetter {
             v: WIRE_VERSION,
             run_id: command.run_id,
-            worker: worker.name.clone(),
+            worker: worker.name.to_string(),
             reason: DeadLetterReason::Missed,
             description,
             attempts: Vec::new(),
@@ -573,7 +573,7 @@ impl FireLoop {
     }
 
     async fn dispatch(&mut self, worker: &Worker, instant: DateTime<Utc>, job: Job) {
-        if let Some(entry) = self.entries.get_mut(worker.name.as_str()) {
+        if let Some(entry) = self.entries.get_mut(&*worker.name) {
             entry.outstanding.push_back((instant, false, None));
         }
         if self.jobs.send(job).await.is_err() {
@@ -583,7 +583,7 @@ impl FireLoop {
 
     /// A job finished: advance the worker's watermark over every fire done in order.
     fn done(&mut self, done: Done) {
-        let Some(entry) = self.entries.get_mut(done.worker.as_str()) else {
+        let Some(entry) = self.entries.get_mut(&done.worker) else {
             return;
         };
         if let Some(slot) = entry
@@ -644,7 +644,7 @@ impl FireLoop {
     }
 
     /// Puts back writes that failed, unless a newer state is waiting.
-    fn requeue(&mut self, failed: HashMap<String, FireState>) {
+    fn requeue(&mut self, failed: HashMap<Arc<str>, FireState>) {
         for (worker, state) in failed {
             self.dirty.entry(worker).or_insert(state);
         }
@@ -710,10 +710,7 @@ impl FireLoop {
             if worker.schedule.is_none() {
                 continue;
             }
-            let previous = self
-                .entries
-                .get(worker.name.as_str())
-                .map(|e| e.worker.clone());
+            let previous = self.entries.get(&*worker.name).map(|e| e.worker.clone());
             match previous {
                 None => {
                     self.dirty.insert(
@@ -741,8 +738,8 @@ impl FireLoop {
 /// Writes fire states, many at once; returns those that could not be written.
 async fn write_fire_states(
     bucket: Bucket,
-    states: HashMap<String, FireState>,
-) -> HashMap<String, FireState> {
+    states: HashMap<Arc<str>, FireState>,
+) -> HashMap<Arc<str>, FireState> {
     use futures::stream::StreamExt;
     let writes = futures::stream::iter(states)
         .map(|(worker, state)| {

@@ -80,7 +80,7 @@ impl OperatorError {
 /// The worker named `name`, or the error that says it does not exist.
 pub fn find_worker<'c>(config: &'c Config, name: &str) -> Result<&'c Worker, OperatorError> {
     config.registry.get(name).ok_or_else(|| {
-        let names: Vec<&str> = config.registry.workers().map(|w| w.name.as_str()).collect();
+        let names: Vec<&str> = config.registry.workers().map(|w| &*w.name).collect();
         let hint = closest(name, &names)
             .map(|near| format!("; did you mean {near:?}?"))
             .unwrap_or_default();
@@ -127,12 +127,12 @@ pub async fn trigger(
     let worker = find_worker(config, worker)?;
     if !worker.enabled {
         return Err(OperatorError::Disabled(
-            worker.name.clone(),
+            worker.name.to_string(),
             worker.source.display().to_string(),
         ));
     }
     let now = Utc::now();
-    let mut command = RunCommand::new(Uuid::now_v7(), &worker.name, now, Trigger::Manual);
+    let mut command = RunCommand::new(Uuid::now_v7(), &*worker.name, now, Trigger::Manual);
     command.params = params;
     command.enforcement_digest = current_digest(broker, worker).await?;
     command.deadline =
@@ -214,7 +214,7 @@ pub async fn backfill(
 ) -> Result<BackfillReport, OperatorError> {
     let worker = find_worker(config, worker)?;
     let Some(schedule) = &worker.schedule else {
-        return Err(OperatorError::NoSchedule(worker.name.clone()));
+        return Err(OperatorError::NoSchedule(worker.name.to_string()));
     };
     if from >= to {
         return Err(OperatorError::EmptyRange { from, to });
@@ -233,7 +233,7 @@ pub async fn backfill(
             .filter(|o| o.kind == OccurrenceKind::Fire && o.instant >= from)
             .count();
         return Err(OperatorError::TooManyFires {
-            worker: worker.name.clone(),
+            worker: worker.name.to_string(),
             count,
             max,
             from,
@@ -253,7 +253,7 @@ pub async fn backfill(
             report.already_ran.push((instant, run_id));
             continue;
         }
-        let mut command = RunCommand::new(run_id, &worker.name, instant, Trigger::Backfill);
+        let mut command = RunCommand::new(run_id, &*worker.name, instant, Trigger::Backfill);
         command.enforcement_digest = digest.clone();
         command.deadline =
             Some(worker.run_deadline(Utc::now(), config.agent.ack_wait, config.validator.slack));

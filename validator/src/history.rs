@@ -195,7 +195,7 @@ pub async fn replay(
                 worker: letter.worker.clone(),
             })?;
     let now = Utc::now();
-    let mut command = RunCommand::new(Uuid::now_v7(), &worker.name, now, Trigger::Replay);
+    let mut command = RunCommand::new(Uuid::now_v7(), &*worker.name, now, Trigger::Replay);
     command.params = old.params.clone();
     command.replay_of = Some(letter.run_id);
     command.workflow = old.workflow.clone();

@@ -59,7 +59,7 @@ pub async fn run_command(books: &Books, message: Stored<'_>) -> Result<(), Books
     };
     let Some(worker) = books.worker(token) else {
         let config = books.config();
-        let known: Vec<&str> = config.registry.workers().map(|w| w.name.as_str()).collect();
+        let known: Vec<&str> = config.registry.workers().map(|w| &*w.name).collect();
         let description = format!(
             "unknown worker {token:?}: the registry defines {}",
             list(&known)

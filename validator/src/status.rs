@@ -204,10 +204,10 @@ pub async fn overview(broker: &Broker, config: &Config) -> Result<Overview, Hist
             view(
                 worker,
                 now,
-                healths.get(&worker.name),
-                pauses.get(&worker.name),
-                runs.get(&worker.name).map_or(&[][..], Vec::as_slice),
-                dead.get(&worker.name).copied().unwrap_or(0),
+                healths.get(&*worker.name),
+                pauses.get(&*worker.name),
+                runs.get(&*worker.name).map_or(&[][..], Vec::as_slice),
+                dead.get(&*worker.name).copied().unwrap_or(0),
             )
         })
         .collect();
@@ -359,7 +359,7 @@ fn view(
         _ => None,
     };
     WorkerView {
-        name: worker.name.clone(),
+        name: worker.name.to_string(),
         description: worker.description.clone(),
         enabled: worker.enabled,
         schedule: worker.schedule.as_ref().map(|s| s.expression().to_owned()),

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,8 +140,8 @@ where
 
 fn true_worker() -> Worker {
     Worker {
-        name: "bench".to_owned(),
-        source: PathBuf::from("workers.toml"),
+        name: "bench".into(),
+        source: std::path::Path::new("workers.toml").into(),
         description: "runs /bin/true".to_owned(),
         schedule: None,
         timezone: chrono_tz::UTC,

@@ -124,7 +124,7 @@ pub fn build(
         let Some(value) = secrets.get(secret) else {
             return Err(Refusal::MissingSecret {
                 secret: secret.clone(),
-                worker: worker.name.clone(),
+                worker: worker.name.to_string(),
             });
         };
         environment.insert(secret.clone(), value.clone());
@@ -133,7 +133,7 @@ pub fn build(
         environment.insert(param_env_name(name), value.clone());
     }
     environment.insert("LOOM_RUN_ID".to_owned(), command.run_id.to_string());
-    environment.insert("LOOM_WORKER".to_owned(), worker.name.clone());
+    environment.insert("LOOM_WORKER".to_owned(), worker.name.to_string());
     environment.insert("LOOM_ATTEMPT".to_owned(), attempt.to_string());
     environment.insert(
         "LOOM_SCHEDULED_AT".to_owned(),

@@ -316,7 +316,7 @@ impl Executor {
         };
         if worker.command.is_empty() {
             let refusal = Refusal::EmptyCommand {
-                worker: worker.name.clone(),
+                worker: worker.name.to_string(),
             };
             return self.refuse(&invocation, began, &refusal);
         }
@@ -682,7 +682,7 @@ fn start_failure(
     );
     let refusal = Refusal::CannotStart {
         program: program.to_owned(),
-        worker: worker.name.clone(),
+        worker: worker.name.to_string(),
         detail: error.to_string(),
     };
     tracing::warn!(worker = %worker.name, program, %error, permanent, "cannot start a worker process");

@@ -112,7 +112,7 @@ fn as_json(config: &Config, from: DateTime<Utc>, count: usize) -> serde_json::Va
         .workers()
         .map(|worker| {
             json!({
-                "name": worker.name,
+                "name": &*worker.name,
                 "description": worker.description,
                 "enabled": worker.enabled,
                 "schedule": worker.schedule.as_ref().map(|s| s.expression()),

@@ -443,30 +443,16 @@ impl CronEngine {
     /// A crate schedule holds a set of every matching value of every field
     /// (a few kilobytes), and registries repeat a handful of expressions over
     /// thousands of workers, so engines are interned by their normalised
-    /// expressions. The table holds weak references: an engine no schedule
-    /// uses any more is freed.
+    /// expressions (`5 4 * * *` and `5 4 * * ?` share one).
     pub fn shared(
         expression: &str,
         spec: &CronSpec,
     ) -> Result<std::sync::Arc<CronEngine>, ScheduleError> {
-        use std::collections::HashMap;
-        use std::sync::{Arc, Mutex, OnceLock, Weak};
-        static ENGINES: OnceLock<Mutex<HashMap<Vec<String>, Weak<CronEngine>>>> = OnceLock::new();
-        let key = spec.engine_expressions();
-        let table = ENGINES.get_or_init(|| Mutex::new(HashMap::new()));
-        if let Ok(engines) = table.lock()
-            && let Some(engine) = engines.get(&key).and_then(Weak::upgrade)
-        {
-            return Ok(engine);
-        }
-        let engine = Arc::new(CronEngine::new(expression, spec)?);
-        if let Ok(mut engines) = table.lock() {
-            if engines.len() > 1024 {
-                engines.retain(|_, weak| weak.strong_count() > 0);
-            }
-            engines.insert(key, Arc::downgrade(&engine));
-        }
-        Ok(engine)
+        static ENGINES: std::sync::LazyLock<super::intern::Interner<Vec<String>, CronEngine>> =
+            std::sync::LazyLock::new(super::intern::Interner::new);
+        ENGINES.get_or_make(spec.engine_expressions(), || {
+            CronEngine::new(expression, spec)
+        })
     }
 
     /// Builds the crate schedules for `spec`; `expression` is only used in errors.

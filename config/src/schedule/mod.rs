@@ -16,11 +16,13 @@ mod cron_expr;
 mod describe;
 mod dst;
 mod error;
+mod intern;
 mod jitter;
 
 #[cfg(test)]
 mod tests;
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -34,17 +36,35 @@ pub use self::dst::{DstGap, DstRepeat};
 pub use self::error::{CronField, FieldProblem, ScheduleError};
 
 /// A parsed, ready-to-evaluate schedule.
+///
+/// Its definition (expression, zone, daylight-saving rules, jitter) is shared
+/// with every schedule defined the same way, parsed once: 100,000 workers on
+/// a handful of definitions hold a handful. Only the jitter offset, derived
+/// from the worker's name, is its own.
 #[derive(Debug, Clone)]
 pub struct Schedule {
+    definition: Arc<Definition>,
+    /// Whole seconds, at most `i64::MAX - 1`.
+    jitter_offset: i64,
+}
+
+/// What a schedule is, apart from its jitter offset.
+#[derive(Debug)]
+struct Definition {
     expression: String,
     timezone: Tz,
     dst_gap: DstGap,
     dst_repeat: DstRepeat,
     jitter: Duration,
-    /// Whole seconds, at most `i64::MAX - 1`.
-    jitter_offset: i64,
     kind: Kind,
 }
+
+/// The key schedules are shared by: everything [`Schedule::parse`] reads
+/// but the jitter key.
+type DefinitionKey = (String, Tz, DstGap, DstRepeat, Duration);
+
+static DEFINITIONS: LazyLock<intern::Interner<DefinitionKey, Definition>> =
+    LazyLock::new(intern::Interner::new);
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -117,47 +137,53 @@ impl Schedule {
         jitter_key: &str,
     ) -> Result<Schedule, ScheduleError> {
         let expression = expression.trim();
-        let kind = match cron_expr::parse_expression(expression)? {
-            Expression::Cron(spec) => {
-                let engine = CronEngine::shared(expression, &spec)?;
-                Kind::Cron { spec, engine }
-            }
-            Expression::Every(interval) => Kind::Every { interval },
-        };
+        let key = (expression.to_owned(), timezone, dst_gap, dst_repeat, jitter);
+        let definition = DEFINITIONS.get_or_make(key, || {
+            let kind = match cron_expr::parse_expression(expression)? {
+                Expression::Cron(spec) => {
+                    let engine = CronEngine::shared(expression, &spec)?;
+                    Kind::Cron { spec, engine }
+                }
+                Expression::Every(interval) => Kind::Every { interval },
+            };
+            Ok::<_, ScheduleError>(Definition {
+                expression: expression.to_owned(),
+                timezone,
+                dst_gap,
+                dst_repeat,
+                jitter,
+                kind,
+            })
+        })?;
         Ok(Schedule {
-            expression: expression.to_owned(),
-            timezone,
-            dst_gap,
-            dst_repeat,
-            jitter,
+            definition,
             jitter_offset: i64::try_from(jitter::offset_secs(jitter, jitter_key)).unwrap_or(0),
-            kind,
         })
     }
 
     /// The expression as given (trimmed).
     pub fn expression(&self) -> &str {
-        &self.expression
+        &self.definition.expression
     }
 
     /// The zone the cron fields are evaluated in.
     pub fn timezone(&self) -> Tz {
-        self.timezone
+        self.definition.timezone
     }
 
     /// The rule for local times in a spring-forward gap.
     pub fn dst_gap(&self) -> DstGap {
-        self.dst_gap
+        self.definition.dst_gap
     }
 
     /// The rule for local times repeated at fall-back.
     pub fn dst_repeat(&self) -> DstRepeat {
-        self.dst_repeat
+        self.definition.dst_repeat
     }
 
     /// The configured maximum jitter.
     pub fn jitter(&self) -> Duration {
-        self.jitter
+        self.definition.jitter
     }
 
     /// The deterministic per-key offset actually added to every occurrence (whole seconds,
@@ -168,7 +194,7 @@ impl Schedule {
 
     /// The interval of an `@every` schedule; `None` for calendar schedules.
     pub fn every_interval(&self) -> Option<Duration> {
-        match self.kind {
+        match self.definition.kind {
             Kind::Every { interval } => Some(Duration::from_secs(interval)),
             Kind::Cron { .. } => None,
         }
@@ -178,7 +204,7 @@ impl Schedule {
     /// OR day-of-week when both are restricted). Always false for `@every`, which has no
     /// wall-clock fields.
     pub fn matches_local(&self, local: NaiveDateTime) -> bool {
-        match &self.kind {
+        match &self.definition.kind {
             Kind::Cron { spec, .. } => spec.matches(local),
             Kind::Every { .. } => false,
         }
@@ -189,14 +215,14 @@ impl Schedule {
     pub fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let offset = self.jitter_offset;
         let nominal_after = after.timestamp().checked_sub(offset)?;
-        let nominal = match &self.kind {
+        let nominal = match &self.definition.kind {
             Kind::Every { interval } => next_multiple(nominal_after, *interval)?,
             Kind::Cron { engine, .. } => {
                 let mut walk = Walker::new(
-                    self.timezone,
+                    self.definition.timezone,
                     engine,
-                    self.dst_gap,
-                    self.dst_repeat,
+                    self.definition.dst_gap,
+                    self.definition.dst_repeat,
                     nominal_after.max(CRON_FLOOR),
                     true,
                 );
@@ -212,17 +238,17 @@ impl Schedule {
     pub fn occurrences(&self, after: DateTime<Utc>) -> impl Iterator<Item = Occurrence> + '_ {
         let offset = self.jitter_offset;
         let nominal_after = after.timestamp().checked_sub(offset);
-        let inner = match (&self.kind, nominal_after) {
+        let inner = match (&self.definition.kind, nominal_after) {
             (_, None) => Inner::Done,
             (Kind::Every { interval }, Some(a)) => Inner::Every {
                 next: next_multiple(a, *interval),
                 interval: *interval,
             },
             (Kind::Cron { engine, .. }, Some(a)) => Inner::Cron(Box::new(Walker::new(
-                self.timezone,
+                self.definition.timezone,
                 engine,
-                self.dst_gap,
-                self.dst_repeat,
+                self.definition.dst_gap,
+                self.definition.dst_repeat,
                 a.max(CRON_FLOOR),
                 false,
             ))),
@@ -230,7 +256,7 @@ impl Schedule {
         Occurrences {
             inner,
             offset,
-            timezone: self.timezone,
+            timezone: self.definition.timezone,
         }
     }
 
@@ -239,10 +265,10 @@ impl Schedule {
     /// "every 15 minutes", "every 15m" (for `@every`), "monthly on day 1 at 00:00 UTC";
     /// otherwise `cron "<expr>" in <zone>`.
     pub fn describe(&self) -> String {
-        match &self.kind {
+        match &self.definition.kind {
             Kind::Every { interval } => describe::describe_every(*interval),
             Kind::Cron { spec, .. } => {
-                describe::describe_cron(spec, self.timezone, &self.expression)
+                describe::describe_cron(spec, self.definition.timezone, &self.definition.expression)
             }
         }
     }

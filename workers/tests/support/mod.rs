@@ -24,8 +24,8 @@ pub const GRACE: Duration = Duration::from_millis(200);
 /// timeout.
 pub fn worker(argv: &[&str]) -> Worker {
     Worker {
-        name: "w".to_owned(),
-        source: PathBuf::from("workers.toml"),
+        name: "w".into(),
+        source: std::path::Path::new("workers.toml").into(),
         description: "a test worker".to_owned(),
         schedule: None,
         timezone: chrono_tz::America::Chicago,
