@@ -1542,6 +1542,37 @@ fn jittered(expr: &str, zone: Tz, gap: DstGap, jitter: u64, key: &str) -> Schedu
 }
 
 #[test]
+fn schedules_defined_alike_share_one_definition_and_keep_their_own_jitter() {
+    let zone = chrono_tz::America::Chicago;
+    let alpha = jittered("30 2 * * *", zone, DstGap::Shift, 3600, "alpha");
+    let beta = jittered(" 30 2 * * * ", zone, DstGap::Shift, 3600, "beta");
+    assert!(std::sync::Arc::ptr_eq(&alpha.definition, &beta.definition));
+    assert_ne!(alpha.jitter_offset(), beta.jitter_offset());
+    let after = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        beta.next_fire(after)
+            .map(|at| at - alpha.next_fire(after).expect("fires")),
+        Some(
+            TimeDelta::from_std(beta.jitter_offset()).expect("small")
+                - TimeDelta::from_std(alpha.jitter_offset()).expect("small")
+        )
+    );
+    // Anything else that differs makes a definition of its own.
+    let others = [
+        jittered("30 2 * * *", chrono_tz::UTC, DstGap::Shift, 3600, "alpha"),
+        jittered("30 2 * * *", zone, DstGap::Skip, 3600, "alpha"),
+        jittered("30 2 * * *", zone, DstGap::Shift, 60, "alpha"),
+        jittered("30 3 * * *", zone, DstGap::Shift, 3600, "alpha"),
+    ];
+    for other in &others {
+        assert!(!std::sync::Arc::ptr_eq(
+            &alpha.definition,
+            &other.definition
+        ));
+    }
+}
+
+#[test]
 fn jitter_is_deterministic_bounded_and_key_dependent() {
     let zone = chrono_tz::America::Chicago;
     let a = jittered("30 2 * * *", zone, DstGap::Shift, 300, "nightly-report");
