@@ -379,6 +379,23 @@ impl Mesh {
         .await
     }
 
+    /// Waits until `worker` has at least `count` verdicts, and returns them
+    /// all. Each look reads the whole stream, so looks are a quarter of a
+    /// second apart.
+    pub async fn verdicts_at_least(
+        &self,
+        worker: &str,
+        count: usize,
+        within: Duration,
+    ) -> Vec<Verdict> {
+        eventually(within, &format!("{count} verdicts of {worker}"), || async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let verdicts = self.verdicts(worker).await;
+            (verdicts.len() >= count).then_some(verdicts)
+        })
+        .await
+    }
+
     /// `loom trigger <worker> [params]`: the run id.
     pub fn trigger(&self, worker: &str, params: &[&str]) -> uuid::Uuid {
         let mut args = vec!["trigger", worker];

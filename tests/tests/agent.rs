@@ -367,16 +367,9 @@ async fn three_agents_share_300_runs_and_each_runs_once() {
         mesh.publish_raw("count", format!(r#"{{"params":{{"n":"{n}"}}}}"#).as_bytes())
             .await;
     }
-    let valid = eventually(
-        Duration::from_secs(120),
-        &format!("{RUNS} valid verdicts"),
-        || async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let verdicts = mesh.verdicts("count").await;
-            (verdicts.len() >= RUNS).then_some(verdicts)
-        },
-    )
-    .await;
+    let valid = mesh
+        .verdicts_at_least("count", RUNS, Duration::from_secs(120))
+        .await;
     assert!(
         valid.iter().all(|v| v.verdict == VerdictKind::Valid),
         "{:?}",
@@ -437,16 +430,9 @@ async fn an_agent_runs_as_many_runs_at_once_as_its_slots_and_no_more() {
         mesh.publish_raw("slow", b"").await;
     }
     let _agent = agent(&mesh, "agent-slots", &["--concurrency", "2"], &[]).await;
-    let verdicts = eventually(
-        Duration::from_secs(60),
-        &format!("{RUNS} verdicts"),
-        || async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let verdicts = mesh.verdicts("slow").await;
-            (verdicts.len() >= RUNS).then_some(verdicts)
-        },
-    )
-    .await;
+    let verdicts = mesh
+        .verdicts_at_least("slow", RUNS, Duration::from_secs(60))
+        .await;
     assert!(verdicts.iter().all(|v| v.verdict == VerdictKind::Valid));
     let counts = std::fs::read_to_string(mesh.path("counts.txt")).expect("counts.txt");
     let counts: Vec<usize> = counts
@@ -767,11 +753,9 @@ async fn runs_published_by_hand_run_with_stable_ids() {
     mesh.publish_raw("report", b"").await;
     mesh.publish_raw("report", br#"{"params":{"days":"7"}}"#)
         .await;
-    let verdicts = eventually(Duration::from_secs(30), "two verdicts", || async {
-        let verdicts = mesh.verdicts("report").await;
-        (verdicts.len() >= 2).then_some(verdicts)
-    })
-    .await;
+    let verdicts = mesh
+        .verdicts_at_least("report", 2, Duration::from_secs(30))
+        .await;
     assert_eq!(verdicts.len(), 2);
     for verdict in &verdicts {
         assert_eq!(verdict.verdict, VerdictKind::Valid, "{}", verdict.reason);

@@ -66,7 +66,7 @@ type DefinitionKey = (String, Tz, DstGap, DstRepeat, Duration);
 static DEFINITIONS: LazyLock<intern::Interner<DefinitionKey, Definition>> =
     LazyLock::new(intern::Interner::new);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Kind {
     Cron {
         spec: CronSpec,
