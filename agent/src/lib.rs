@@ -64,6 +64,7 @@ pub async fn run(
     let agent_id = agent_id(&initial);
     let executor = Executor::new(ExecutorSettings {
         run_root: initial.data_dir.join("runs"),
+        spare_run_dirs: initial.agent.concurrency.get() as usize,
         ..ExecutorSettings::default()
     });
     let cancels = cancel::Cancels::default();

@@ -45,7 +45,7 @@ use crate::bundle::LoadedBundle;
 use crate::environment::{self, EnvironmentBase, Refusal};
 use crate::output::{self, OutputMeter, SharedTail};
 use crate::process::{self, Reaped};
-use crate::rundir::{self, RunDir};
+use crate::rundir::{self, RunDir, Spares};
 
 /// How long the executor keeps reading output after the process group is
 /// gone. Only a process that left the group can hold a pipe open that long;
@@ -71,8 +71,11 @@ pub struct ExecutorSettings {
     /// Bytes of stderr kept.
     pub stderr_tail_bytes: usize,
     /// Keep run directories after the run (for debugging); by default they
-    /// are removed.
+    /// are emptied and kept as spares for later attempts, or removed.
     pub keep_run_dirs: bool,
+    /// Emptied run directories kept for later attempts (an agent keeps one
+    /// per run slot); 0 removes every run directory after its attempt.
+    pub spare_run_dirs: usize,
     /// `PATH` given to workers.
     pub path: String,
     /// `LANG` given to workers.
@@ -81,7 +84,7 @@ pub struct ExecutorSettings {
 
 impl Default for ExecutorSettings {
     /// Runs under `<temp dir>/loom-runs`, a 10 s grace, 256 KiB of stdout
-    /// and 64 KiB of stderr, run directories removed, and the agent's own
+    /// and 64 KiB of stderr, 16 spare run directories, and the agent's own
     /// `PATH` and `LANG` (or [`FALLBACK_PATH`] and [`FALLBACK_LANG`]).
     fn default() -> Self {
         ExecutorSettings {
@@ -90,6 +93,7 @@ impl Default for ExecutorSettings {
             stdout_tail_bytes: 256 * 1024,
             stderr_tail_bytes: 64 * 1024,
             keep_run_dirs: false,
+            spare_run_dirs: 16,
             path: non_empty_var("PATH").unwrap_or_else(|| FALLBACK_PATH.to_owned()),
             lang: non_empty_var("LANG").unwrap_or_else(|| FALLBACK_LANG.to_owned()),
         }
@@ -264,15 +268,18 @@ struct Pipes {
 #[derive(Debug, Clone)]
 pub struct Executor {
     settings: ExecutorSettings,
+    spares: Arc<Spares>,
 }
 
 impl Executor {
-    /// An executor with these settings (`run_root` made absolute).
+    /// An executor with these settings (`run_root` made absolute). Removes
+    /// the spare run directories that stopped agents left in the run root.
     pub fn new(mut settings: ExecutorSettings) -> Self {
         if let Ok(absolute) = std::path::absolute(&settings.run_root) {
             settings.run_root = absolute;
         }
-        Executor { settings }
+        let spares = Arc::new(Spares::new(&settings.run_root, settings.spare_run_dirs));
+        Executor { settings, spares }
     }
 
     /// Its settings.
@@ -328,15 +335,18 @@ impl Executor {
         // have filled) runs on blocking threads, so that it never stalls the
         // agent's runtime and its progress acks.
         let prepared = match invocation.enforcement {
-            // The usual case is one mkdir, too quick to need a thread.
-            None if rundir::create_empty(&dir) => Ok(Ok(RunDir {
+            // The usual case is one rename (or mkdir), too quick to need a
+            // thread.
+            None if rundir::create_empty(&dir, &self.spares) => Ok(Ok(RunDir {
                 path: dir.clone(),
                 enforcement: None,
             })),
             _ => {
                 let dir = dir.clone();
                 let bundle = invocation.enforcement.cloned();
-                tokio::task::spawn_blocking(move || rundir::prepare(&dir, bundle.as_ref())).await
+                let spares = self.spares.clone();
+                tokio::task::spawn_blocking(move || rundir::prepare(&dir, bundle.as_ref(), &spares))
+                    .await
             }
         };
         let run_dir = match prepared {
@@ -392,17 +402,18 @@ impl Executor {
     }
 
     /// After an attempt, on a blocking thread: checks the bundle copy
-    /// (`check`: the copy and the digest it must have), then removes the run
-    /// directory unless it is to be kept. Returns whether the copy was
-    /// modified.
+    /// (`check`: the copy and the digest it must have), then empties the run
+    /// directory for a later attempt (or removes it) unless it is to be
+    /// kept. Returns whether the copy was modified.
     async fn finish_dir(&self, dir: PathBuf, check: Option<(PathBuf, String)>) -> bool {
         let keep = self.settings.keep_run_dirs;
+        let spares = self.spares.clone();
         let checked = check.is_some();
         let finished = tokio::task::spawn_blocking(move || {
             let modified =
                 check.is_some_and(|(copy, digest)| !rundir::copy_matches(&copy, &digest));
             if !keep {
-                rundir::remove(&dir);
+                spares.give_back(&dir);
             }
             modified
         })

@@ -505,3 +505,106 @@ async fn a_refused_runs_result_says_why_in_its_stderr_tail() {
     assert_eq!(result.exit_code, None);
     assert_eq!(result.stderr_tail, refused);
 }
+
+#[tokio::test]
+async fn a_run_directory_is_emptied_and_reused_by_the_next_attempt() {
+    let harness = Harness::new();
+    // The first worker fills its directory, hides a file in a subdirectory
+    // it makes unwritable, and takes every permission off the directory.
+    let messy = worker(&[
+        "/bin/sh",
+        "-c",
+        "stat -c %i .; mkdir -p sub/deeper; echo x > sub/deeper/f; echo y > .hidden; \
+         chmod 0500 sub; chmod 0 .",
+    ]);
+    let first = harness.run(&messy, &command()).await;
+    assert_eq!(first.outcome, Outcome::Succeeded, "{}", first.stderr_tail);
+    let looker = worker(&["/bin/sh", "-c", "stat -c '%i %a' .; ls -A"]);
+    let second_command = command();
+    let second = harness.run(&looker, &second_command).await;
+    assert_eq!(second.outcome, Outcome::Succeeded, "{}", second.stderr_tail);
+
+    // The same directory (by inode), empty, with the run directory's mode.
+    assert_eq!(
+        second.stdout_tail,
+        format!("{} 700\n", first.stdout_tail.trim())
+    );
+    assert!(!harness.executor.run_dir(&second_command, 1).exists());
+    // Between runs it waits in the run root as a spare, empty.
+    let spares: Vec<_> = std::fs::read_dir(harness.path("runs"))
+        .unwrap()
+        .map(|item| item.unwrap().path())
+        .collect();
+    assert_eq!(spares.len(), 1, "{spares:?}");
+    assert_eq!(std::fs::read_dir(&spares[0]).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_run_directory_replaced_by_a_link_is_not_followed_when_emptied() {
+    let harness = Harness::new();
+    let outside = harness.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep.txt"), "mine").unwrap();
+    let mut worker = worker(&[
+        "/bin/sh",
+        "-c",
+        "d=$(pwd); cd /; rmdir \"$d\" && ln -s \"$OUTSIDE\" \"$d\"",
+    ]);
+    worker
+        .env
+        .insert("OUTSIDE".to_owned(), outside.display().to_string());
+    let command = command();
+    let execution = harness.run(&worker, &command).await;
+    assert_eq!(
+        execution.outcome,
+        Outcome::Succeeded,
+        "{}",
+        execution.stderr_tail
+    );
+
+    assert_eq!(
+        std::fs::read_to_string(outside.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    // The link is gone and no spare was kept.
+    assert!(std::fs::symlink_metadata(harness.executor.run_dir(&command, 1)).is_err());
+    assert_eq!(std::fs::read_dir(harness.path("runs")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn spares_of_stopped_agents_are_removed_at_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("runs");
+    // Pid 1 is running; a pid above the kernel's largest is not; this
+    // process's own pid is an earlier process's (as after a restart in a
+    // container).
+    let own = std::process::id();
+    for name in [
+        ".spare-1-0".to_owned(),
+        ".spare-4194305-0".to_owned(),
+        format!(".spare-{own}-7"),
+        "0190-run-1".to_owned(),
+    ] {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+    }
+    std::fs::write(root.join(".spare-4194305-0/left.txt"), "left").unwrap();
+    let _executor = loom_workers::Executor::new(loom_workers::ExecutorSettings {
+        run_root: root.clone(),
+        ..loom_workers::ExecutorSettings::default()
+    });
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|item| item.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".spare-1-0", "0190-run-1"]);
+}
+
+#[tokio::test]
+async fn without_spares_every_run_directory_is_removed() {
+    let harness = Harness::with(|settings| settings.spare_run_dirs = 0);
+    let worker = worker(&["/bin/sh", "-c", "echo x > f"]);
+    let execution = harness.run(&worker, &command()).await;
+    assert_eq!(execution.outcome, Outcome::Succeeded);
+    assert_eq!(std::fs::read_dir(harness.path("runs")).unwrap().count(), 0);
+}
