@@ -284,7 +284,7 @@ async fn heartbeat(message: Arc<Message>, every: Duration) {
 }
 
 async fn acknowledge_with(message: &Message, kind: AckKind) {
-    if let Err(error) = message.double_ack_with(kind).await {
-        tracing::warn!(%error, ?kind, "acknowledgement not confirmed; JetStream may deliver the run again");
+    if let Err(error) = loom_broker::acknowledge_confirmed(message, kind).await {
+        tracing::warn!(%error, "JetStream may deliver the run again");
     }
 }

@@ -151,7 +151,7 @@ async fn place_runs(
         let every = shared.config.borrow().agent.ack_wait / 3;
         let Some(slot) = take_keeping_alive(&slots, &message, every, &stop).await else {
             // Stopping before a slot came free: the run goes back at once.
-            let _ = message.double_ack_with(AckKind::Nak(None)).await;
+            let _ = loom_broker::acknowledge_confirmed(&message, AckKind::Nak(None)).await;
             hand_back_rest(&mut pull.batch).await;
             return;
         };
@@ -198,7 +198,7 @@ async fn take_keeping_alive(
 async fn hand_back_rest(batch: &mut pull::Batch) {
     let drained = tokio::time::timeout(PULL_EXPIRY * 2, async {
         while let Some(Ok(message)) = batch.next().await {
-            let _ = message.double_ack_with(AckKind::Nak(None)).await;
+            let _ = loom_broker::acknowledge_confirmed(&message, AckKind::Nak(None)).await;
         }
     });
     let _ = drained.await;

@@ -11,6 +11,7 @@
 //! The broker crate knows the wire format only through `loom-protocol`, and
 //! knows nothing of what roles decide.
 
+pub mod ack;
 pub mod connect;
 pub mod embedded;
 pub mod objects;
@@ -20,6 +21,7 @@ mod refusal;
 pub mod state;
 pub mod topology;
 
+pub use ack::{AckError, acknowledge_confirmed};
 pub use connect::{Broker, ConnectError, connect};
 pub use embedded::{EmbeddedError, EmbeddedServer, ServerOptions};
 pub use objects::ObjectError;

@@ -1,6 +1,8 @@
 //! Loom's key-value buckets: typed JSON values, compare-and-set, watches;
 //! and the load of a worker's run consumer.
 
+use std::sync::Arc;
+
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use serde::Serialize;
@@ -21,11 +23,13 @@ pub struct StateError {
     pub detail: String,
 }
 
-/// One of the mesh's buckets, with typed JSON values.
+/// One of the mesh's buckets, with typed JSON values. Cheap to clone: the
+/// clones share one handle (a key-value store's handle carries its stream's
+/// whole configuration).
 #[derive(Clone)]
 pub struct Bucket {
-    name: String,
-    store: kv::Store,
+    name: Arc<str>,
+    store: Arc<kv::Store>,
     refusals: Refusals,
 }
 
@@ -85,8 +89,8 @@ impl Broker {
             .map_err(fail)?
             .map_err(|e| fail(e.to_string()))?;
         Ok(Bucket {
-            name: name.to_owned(),
-            store,
+            name: name.into(),
+            store: Arc::new(store),
             refusals: self.refusals().clone(),
         })
     }
@@ -141,7 +145,7 @@ impl Bucket {
 
     fn error(&self, key: &str, detail: impl std::fmt::Display) -> StateError {
         StateError {
-            bucket: self.name.clone(),
+            bucket: self.name.to_string(),
             key: key.to_owned(),
             detail: detail.to_string(),
         }

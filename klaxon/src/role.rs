@@ -160,8 +160,8 @@ async fn consume(wiring: Wiring, stream: String, durable: String, intake: Intake
                     AckKind::Nak(Some(Duration::from_secs(2)))
                 }
             };
-            if let Err(error) = message.double_ack_with(kind).await {
-                tracing::warn!(%error, "acknowledgement not confirmed; the message may come again");
+            if let Err(error) = loom_broker::acknowledge_confirmed(&message, kind).await {
+                tracing::warn!(%error, "the message may come again");
             }
         }
     }

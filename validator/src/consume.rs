@@ -60,7 +60,7 @@ pub async fn consume<H, F>(
             }
         };
         // Each message is handled and then acknowledged in one future, so
-        // that acknowledgements, each a round trip, overlap like the work.
+        // that messages are acknowledged as soon as each is handled.
         let handle = |message| {
             let handled = handler(message);
             async move {
@@ -97,8 +97,10 @@ async fn acknowledge(message: async_nats::jetstream::Message, outcome: Result<()
             AckKind::Nak(Some(Duration::from_secs(2)))
         }
     };
-    if let Err(error) = message.double_ack_with(kind).await {
-        tracing::warn!(%error, "acknowledgement not confirmed; the message may be delivered again");
+    // Not waited for: a message whose acknowledgement is lost is delivered
+    // again, and handling a message twice changes nothing.
+    if let Err(error) = message.ack_with(kind).await {
+        tracing::warn!(%error, subject = %message.subject, "cannot acknowledge; the message will be delivered again");
     }
 }
 

@@ -483,7 +483,7 @@ async fn take_starts(driver: Driver, stop: CancellationToken) {
                 .worker_of(SubjectKind::WorkflowStart, &message.subject)
                 .map(str::to_owned)
             else {
-                let _ = message.double_ack_with(AckKind::Term).await;
+                let _ = loom_broker::acknowledge_confirmed(&message, AckKind::Term).await;
                 continue;
             };
             let (sequence, published) = match message.info() {
@@ -500,7 +500,7 @@ async fn take_starts(driver: Driver, stop: CancellationToken) {
                 Ok(start) => start,
                 Err(error) => {
                     reject(&broker, &workflow, fallback, &error).await;
-                    let _ = message.double_ack_with(AckKind::Ack).await;
+                    let _ = loom_broker::acknowledge_confirmed(&message, AckKind::Ack).await;
                     continue;
                 }
             };
@@ -511,7 +511,7 @@ async fn take_starts(driver: Driver, stop: CancellationToken) {
                     AckKind::Nak(Some(Duration::from_secs(2)))
                 }
             };
-            let _ = message.double_ack_with(kind).await;
+            let _ = loom_broker::acknowledge_confirmed(&message, kind).await;
         }
     }
 }
