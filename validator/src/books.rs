@@ -62,6 +62,19 @@ pub struct Books {
     pub config: watch::Receiver<Arc<Config>>,
     /// Verdicts for the worker-health writer.
     pub health: crate::health::HealthQueue,
+    /// The run states this validator wrote last.
+    pub recent: Arc<crate::recent::RecentStates>,
+}
+
+/// Where a compare-and-set loop takes the state of its first round from.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// None: create the state.
+    Create,
+    /// What this validator last wrote, else the stored state.
+    Recent,
+    /// The stored state.
+    Read,
 }
 
 /// A run's conclusion, ready to be recorded.
@@ -85,7 +98,7 @@ impl Books {
         self.config.borrow().registry.shared(worker)
     }
 
-    /// The state of run `run_id` of `worker`, with its revision.
+    /// The state of run `run_id` of `worker`, with its revision, as stored.
     pub async fn run_state(
         &self,
         worker: &str,
@@ -98,6 +111,20 @@ impl Books {
             .map(|v| (v.value, v.revision)))
     }
 
+    /// The state of run `run_id` of `worker` as this validator last wrote
+    /// it, or else as stored: possibly stale, so only for a decision that a
+    /// compare-and-set of the same state confirms (see `recent`).
+    pub async fn recent_run_state(
+        &self,
+        worker: &str,
+        run_id: Uuid,
+    ) -> Result<Option<(RunState, u64)>, StateError> {
+        match self.recent.get(run_id) {
+            Some(known) => Ok(Some(known)),
+            None => self.run_state(worker, run_id).await,
+        }
+    }
+
     /// Changes a run's state with compare-and-set: `change` gets the current
     /// state (or `initial` when there is none) and says whether it changed
     /// it. Returns the state written, or `None` if nothing changed.
@@ -108,7 +135,8 @@ impl Books {
         initial: impl Fn() -> RunState,
         change: impl Fn(&mut RunState) -> bool,
     ) -> Result<Option<RunState>, StateError> {
-        self.change_run(worker, run_id, initial, change, true).await
+        self.change_run(worker, run_id, initial, change, Start::Recent)
+            .await
     }
 
     /// Like [`Books::update_run`] for a run that is most likely new (its
@@ -122,30 +150,30 @@ impl Books {
         initial: impl Fn() -> RunState,
         change: impl Fn(&mut RunState) -> bool,
     ) -> Result<Option<RunState>, StateError> {
-        self.change_run(worker, run_id, initial, change, false)
+        self.change_run(worker, run_id, initial, change, Start::Create)
             .await
     }
 
-    /// The compare-and-set loop of both; `read_first` false takes the first
-    /// round to be a create, without reading.
+    /// The compare-and-set loop of both, starting from `start`; every round
+    /// after a conflict reads the stored state.
     async fn change_run(
         &self,
         worker: &str,
         run_id: Uuid,
         initial: impl Fn() -> RunState,
         change: impl Fn(&mut RunState) -> bool,
-        mut read_first: bool,
+        mut start: Start,
     ) -> Result<Option<RunState>, StateError> {
         let key = run_key(worker, run_id);
         loop {
-            let current = if read_first {
-                self.runs.get::<RunState>(&key).await?
-            } else {
-                None
+            let current = match start {
+                Start::Create => None,
+                Start::Recent => self.recent_run_state(worker, run_id).await?,
+                Start::Read => self.run_state(worker, run_id).await?,
             };
-            read_first = true;
+            start = Start::Read;
             let (mut state, revision) = match current {
-                Some(found) => (found.value, Some(found.revision)),
+                Some((state, revision)) => (state, Some(revision)),
                 None => (initial(), None),
             };
             if !change(&mut state) && revision.is_some() {
@@ -156,9 +184,14 @@ impl Books {
                 Some(revision) => self.runs.update(&key, &state, revision).await?,
                 None => self.runs.create(&key, &state).await?,
             };
-            if let SetOutcome::Written(_) = outcome {
+            if let SetOutcome::Written(written) = outcome {
                 if revision.is_none() {
                     self.runs.put(&run_index_key(run_id), &worker).await?;
+                }
+                if state.status == RunStatus::Done {
+                    self.recent.forget(run_id);
+                } else {
+                    self.recent.put(run_id, state.clone(), written);
                 }
                 return Ok(Some(state));
             }

@@ -177,7 +177,11 @@ pub async fn run_result(books: &Books, message: Stored<'_>) -> Result<(), BooksE
         return Ok(());
     }
     // The last attempt is judged, and recorded with the verdict in one write.
-    let mut state = match books.run_state(&result.worker, result.run_id).await? {
+    // Possibly stale, which the compare-and-set in `conclude` finds out.
+    let mut state = match books
+        .recent_run_state(&result.worker, result.run_id)
+        .await?
+    {
         Some((state, _)) if state.status == RunStatus::Done => {
             return Ok(()); // already judged (a redelivered result)
         }

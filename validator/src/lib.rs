@@ -20,6 +20,7 @@ pub mod health;
 pub mod history;
 mod intake;
 pub mod judge;
+mod recent;
 pub mod status;
 mod watchdog;
 
@@ -54,6 +55,7 @@ pub async fn run(
         broker: broker.clone(),
         config,
         health,
+        recent: Arc::new(recent::RecentStates::new(recent::CAPACITY)),
     };
     let health_writer = tokio::spawn(health::write_health(books.workers.clone(), health_events));
     // Export every worker's last success at once, not only after its next run.
