@@ -15,9 +15,15 @@
 //!    ceiling.
 //! 4. Memory: this process's RSS with one agent idle, and its peak.
 //!
+//! With the ceiling and each throughput phase it prints the CPU time per
+//! run: the workers' (this process's reaped children), Loom's (this
+//! process: agents, validator and the publishing of the runs) and
+//! nats-server's, so that a change shows where it saves.
+//!
 //! Run with `cargo bench -p loom-agent --bench runs`. `PHASES` picks phases
 //! (a comma-separated subset of `latency,results,verdicts`; all by default),
-//! to profile one of them alone.
+//! to profile one of them alone; `DATA_DIR` puts the agents' data (and run)
+//! directories under another parent, to compare file systems.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -56,6 +62,56 @@ fn rss_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// CPU seconds used so far: by this process's threads (agents, validator,
+/// publisher), by its reaped children (the workers), and by nats-server.
+#[derive(Clone, Copy, Default)]
+struct CpuSeconds {
+    own: f64,
+    children: f64,
+    broker: f64,
+}
+
+impl CpuSeconds {
+    fn now(broker_pid: Option<u32>) -> CpuSeconds {
+        // Fields 14-17 of /proc/<pid>/stat: utime, stime, cutime, cstime,
+        // in clock ticks (100 a second on Linux).
+        let ticks = |pid: &str| -> Vec<f64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after_name
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .map(|v| v.parse::<f64>().unwrap_or(0.0) / 100.0)
+                .collect()
+        };
+        let own = ticks("self");
+        let broker = broker_pid
+            .map(|pid| ticks(&pid.to_string()))
+            .unwrap_or_default();
+        let field = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+        CpuSeconds {
+            own: field(&own, 0) + field(&own, 1),
+            children: field(&own, 2) + field(&own, 3),
+            broker: field(&broker, 0) + field(&broker, 1),
+        }
+    }
+
+    /// Milliseconds of CPU per run since `before`, as one line.
+    fn per_run_since(self, before: CpuSeconds, runs: u64) -> String {
+        let ms = |now: f64, then: f64| (now - then) * 1000.0 / runs.max(1) as f64;
+        let (own, children, broker) = (
+            ms(self.own, before.own),
+            ms(self.children, before.children),
+            ms(self.broker, before.broker),
+        );
+        format!(
+            "CPU per run: {:.3} ms = workers {children:.3} + loom {own:.3} + nats-server {broker:.3}",
+            own + children + broker
+        )
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -267,7 +323,13 @@ struct Mesh {
 
 async fn fresh_mesh() -> Mesh {
     let server = NatsServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
+    // `DATA_DIR` puts the agents' data directory (and so their run
+    // directories) under another parent, to compare filesystems.
+    let dir = match std::env::var_os("DATA_DIR") {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
+    .expect("tempdir");
     let base = config(dir.path(), &server.url(), "init");
     let broker = loom_broker::connect(&base.nats, &[server.url()], "loom", "bench")
         .await
@@ -296,10 +358,13 @@ fn main() {
     runtime.block_on(async {
         // The machine's best: the higher of two concurrencies.
         let at_8 = spawn_ceiling(8, Duration::from_secs(4)).await;
+        let before = CpuSeconds::now(None);
         let at_32 = spawn_ceiling(32, Duration::from_secs(4)).await;
+        let ceiling_cpu = CpuSeconds::now(None).per_run_since(before, (at_32 * 4.0) as u64);
         let ceiling = at_8.max(at_32);
         println!("spawn ceiling: tokio spawning and reaping /bin/true with captured output");
         println!("  {at_8:.0} runs/s 8 at a time, {at_32:.0} runs/s 32 at a time; ceiling {ceiling:.0} runs/s");
+        println!("  {} (32 at a time; \"loom\" is the spawning process)", ceiling_cpu);
 
         // One agent, idle, then at a steady rate (no validator: latency only).
         if phase("latency") {
@@ -326,11 +391,14 @@ fn main() {
             } else {
                 ("loom.result.true", "stored result", "no validator")
             };
+            let before = CpuSeconds::now(mesh.server.pid());
             let rate = throughput(&mesh.broker, runs, subject).await;
+            let cpu = CpuSeconds::now(mesh.server.pid()).per_run_since(before, runs);
             println!(
                 "throughput: {runs} runs published at once, {agents} agent(s) {with}: {rate:.0} runs/s to {reached} ({:.0}% of the spawn ceiling)",
                 rate / ceiling * 100.0
             );
+            println!("  {cpu}");
             roles.stop().await;
         }
         let (rss, peak) = rss_kib();

@@ -87,6 +87,11 @@ impl NatsServer {
         self.server.port()
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.pid()
+    }
+
     /// The server's directory (store, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
