@@ -13,6 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 
+/// The first read of a pipe asks for this much.
+const FIRST_READ: usize = 4 * 1024;
+
+/// Reads grow up to this much, for workers that write a lot.
+const LARGEST_READ: usize = 64 * 1024;
+
 /// The last bytes of a stream, at most `capacity` of them.
 #[derive(Debug, Clone)]
 pub struct Tail {
@@ -22,10 +28,11 @@ pub struct Tail {
 }
 
 impl Tail {
-    /// An empty tail keeping at most `capacity` bytes.
+    /// An empty tail keeping at most `capacity` bytes. It takes memory only
+    /// as output arrives: most workers write little.
     pub fn new(capacity: usize) -> Self {
         Tail {
-            bytes: VecDeque::with_capacity(capacity.min(64 * 1024)),
+            bytes: VecDeque::new(),
             capacity,
             total: 0,
         }
@@ -134,13 +141,19 @@ pub async fn capture<R>(mut pipe: R, tail: SharedTail, meter: Arc<OutputMeter>)
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let mut buffer = vec![0u8; 64 * 1024];
+    // Starts small and grows while reads fill it: most workers write little,
+    // and a run's buffers are allocated afresh for every run.
+    let mut buffer = Vec::with_capacity(FIRST_READ);
     loop {
-        match pipe.read(&mut buffer).await {
+        buffer.clear();
+        match pipe.read_buf(&mut buffer).await {
             Ok(0) => return,
             Ok(n) => {
                 lock(&tail).push(&buffer[..n]);
                 meter.add(n);
+                if n == buffer.capacity() && n < LARGEST_READ {
+                    buffer.reserve_exact(n);
+                }
             }
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
             Err(error) => {
