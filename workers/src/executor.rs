@@ -407,6 +407,11 @@ impl Executor {
     /// kept. Returns whether the copy was modified.
     async fn finish_dir(&self, dir: PathBuf, check: Option<(PathBuf, String)>) -> bool {
         let keep = self.settings.keep_run_dirs;
+        // The usual case, a directory left empty, takes two renames and a
+        // look inside: too quick to need a thread.
+        if check.is_none() && !keep && self.spares.give_back_if_empty(&dir) {
+            return false;
+        }
         let spares = self.spares.clone();
         let checked = check.is_some();
         let finished = tokio::task::spawn_blocking(move || {
@@ -499,10 +504,18 @@ impl Executor {
         let input = loom_protocol::codec::encode_json(invocation.command);
         let mut stdin = pipes.stdin;
         // A worker that does not read stdin gets EPIPE on our side or an
-        // unread pipe; either way the write is abandoned with the run.
-        let stdin_task = tokio::spawn(async move {
-            let _ = stdin.write_all(&input).await;
-        });
+        // unread pipe; either way the write is abandoned with the run. A
+        // command that fits in the pipe (the usual case) is written at once,
+        // and the pipe closed so that the worker reads its end.
+        let written = stdin.try_write(&input).unwrap_or(0);
+        let stdin_task = if written < input.len() {
+            Some(tokio::spawn(async move {
+                let _ = stdin.write_all(&input[written..]).await;
+            }))
+        } else {
+            drop(stdin);
+            None
+        };
 
         let ending = tokio::select! {
             biased;
@@ -547,7 +560,9 @@ impl Executor {
             stdout_abort.abort();
             stderr_abort.abort();
         }
-        stdin_task.abort();
+        if let Some(task) = stdin_task {
+            task.abort();
+        }
 
         let (stdout_text, stdout_bytes, stdout_truncated) = snapshot(&stdout_tail);
         let (stderr_text, stderr_bytes, _) = snapshot(&stderr_tail);

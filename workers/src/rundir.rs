@@ -248,6 +248,22 @@ impl Spares {
         remove(dir);
     }
 
+    /// [`Spares::give_back`] for a run directory left empty, with its mode
+    /// untouched: true when it is now a spare; false, with nothing done,
+    /// when it needs emptying (or the pool is full), for `give_back` on a
+    /// thread that may block.
+    pub fn give_back_if_empty(&self, dir: &Path) -> bool {
+        let untouched = std::fs::symlink_metadata(dir).is_ok_and(|metadata| {
+            metadata.is_dir() && metadata.permissions().mode() & 0o7777 == RUN_DIR_MODE
+        });
+        let empty = || std::fs::read_dir(dir).is_ok_and(|mut items| items.next().is_none());
+        if !untouched || !empty() || self.lock().len() >= self.capacity {
+            return false;
+        }
+        self.give_back(dir);
+        true
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
         // The list is valid whatever a panicking holder was doing.
         self.idle
