@@ -35,6 +35,10 @@ pub const RUN_DIR_MODE: u32 = 0o700;
 /// `.spare-<agent pid>-<n>`.
 const SPARE_PREFIX: &str = ".spare-";
 
+/// Numbers spares across every pool of the process, so that two executors
+/// on one run root never name two spares alike.
+static SPARES_NAMED: AtomicU64 = AtomicU64::new(0);
+
 /// Why a run directory could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
@@ -189,7 +193,6 @@ pub struct Spares {
     run_root: PathBuf,
     capacity: usize,
     idle: Mutex<Vec<PathBuf>>,
-    named: AtomicU64,
 }
 
 impl Spares {
@@ -202,7 +205,6 @@ impl Spares {
             run_root: run_root.to_path_buf(),
             capacity,
             idle: Mutex::new(Vec::new()),
-            named: AtomicU64::new(0),
         }
     }
 
@@ -227,7 +229,7 @@ impl Spares {
     /// (it is no longer a directory, say, or holds what cannot be removed).
     pub fn give_back(&self, dir: &Path) {
         if self.lock().len() < self.capacity {
-            let n = self.named.fetch_add(1, Ordering::Relaxed);
+            let n = SPARES_NAMED.fetch_add(1, Ordering::Relaxed);
             let spare = self
                 .run_root
                 .join(format!("{SPARE_PREFIX}{}-{n}", std::process::id()));
