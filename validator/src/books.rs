@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use loom_broker::{Broker, Bucket, SetOutcome, StateError};
 use loom_config::{Config, Worker};
 use loom_protocol::codec::encode;
-use loom_protocol::state::{OpenRun, RunState, RunStatus, open_key, run_index_key, run_key};
+use loom_protocol::state::{OpenRun, RunState, RunStatus, open_key, run_key};
 use loom_protocol::{
     AttemptSummary, DeadLetter, DeadLetterReason, RunCommand, RunResult, Trigger, Verdict,
     VerdictKind, WIRE_VERSION, metrics,
@@ -54,7 +54,7 @@ pub enum BooksError {
 pub struct Books {
     /// The mesh.
     pub broker: Broker,
-    /// Run state, the open-run index and the id index.
+    /// Run state and the open-run index.
     pub runs: Bucket,
     /// Worker health (and pauses, bundles: other writers' keys).
     pub workers: Bucket,
@@ -166,10 +166,13 @@ impl Books {
     ) -> Result<Option<RunState>, StateError> {
         let key = run_key(worker, run_id);
         loop {
-            let current = match start {
-                Start::Create => None,
-                Start::Recent => self.recent_run_state(worker, run_id).await?,
-                Start::Read => self.run_state(worker, run_id).await?,
+            let (current, remembered) = match start {
+                Start::Create => (None, false),
+                Start::Recent => match self.recent.get(run_id) {
+                    Some(known) => (Some(known), true),
+                    None => (self.run_state(worker, run_id).await?, false),
+                },
+                Start::Read => (self.run_state(worker, run_id).await?, false),
             };
             start = Start::Read;
             let (mut state, revision) = match current {
@@ -177,6 +180,9 @@ impl Books {
                 None => (initial(), None),
             };
             if !change(&mut state) && revision.is_some() {
+                if remembered {
+                    continue; // "no change" holds only for the stored state
+                }
                 return Ok(None);
             }
             state.updated_at = Utc::now();
@@ -185,9 +191,6 @@ impl Books {
                 None => self.runs.create(&key, &state).await?,
             };
             if let SetOutcome::Written(written) = outcome {
-                if revision.is_none() {
-                    self.runs.put(&run_index_key(run_id), &worker).await?;
-                }
                 if state.status == RunStatus::Done {
                     self.recent.forget(run_id);
                 } else {
