@@ -23,6 +23,9 @@ pub struct StateError {
     pub detail: String,
 }
 
+/// The header JetStream's key-value layer marks deletes and purges with.
+const KV_OPERATION: &str = "KV-Operation";
+
 /// One of the mesh's buckets, with typed JSON values. Cheap to clone: the
 /// clones share one handle (a key-value store's handle carries its stream's
 /// whole configuration).
@@ -181,6 +184,51 @@ impl Bucket {
             })),
             _ => Ok(None),
         }
+    }
+
+    /// The last key matching `pattern` (a key with `*` for whole tokens,
+    /// such as `run.*.<id>`), with its value and revision, if it holds one.
+    /// One direct get, however many keys match.
+    pub async fn get_matching<T: DeserializeOwned>(
+        &self,
+        pattern: &str,
+    ) -> Result<Option<(String, Versioned<T>)>, StateError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let stream = format!("KV_{}", self.name);
+        let prefix = format!("$KV.{}.", self.name);
+        let found = self
+            .refusals
+            .guard(
+                |subject| is_api_subject_of(subject, &stream),
+                self.store
+                    .stream
+                    .direct_get_last_for_subject(format!("{prefix}{pattern}")),
+            )
+            .await
+            .map_err(|refusal| self.error(pattern, refusal))?;
+        let message = match found {
+            Ok(message) => message,
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(self.error(pattern, error)),
+        };
+        // A deleted or purged key's last message is its marker.
+        let removed = message
+            .headers
+            .get(KV_OPERATION)
+            .is_some_and(|operation| operation.as_str() != "PUT");
+        let Some(key) = message.subject.strip_prefix(prefix.as_str()) else {
+            return Ok(None);
+        };
+        if removed {
+            return Ok(None);
+        }
+        Ok(Some((
+            key.to_owned(),
+            Versioned {
+                value: self.decode(key, &message.payload)?,
+                revision: message.sequence,
+            },
+        )))
     }
 
     /// Runs a write of `key`; a write the server refuses (the user may not

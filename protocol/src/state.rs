@@ -35,9 +35,11 @@ pub fn run_key(worker: &str, run_id: Uuid) -> String {
     format!("run.{worker}.{run_id}")
 }
 
-/// Key of the index from a run id to its worker: `id.<run_id>`.
-pub fn run_index_key(run_id: Uuid) -> String {
-    format!("id.{run_id}")
+/// The keys a run's state may have, whatever its worker: `run.*.<run_id>`,
+/// for a look-up by run id alone (one direct get; earlier versions kept an
+/// index key `id.<run_id>` for it, one more write per run).
+pub fn run_key_pattern(run_id: Uuid) -> String {
+    format!("run.*.{run_id}")
 }
 
 /// Key marking a run as open (no verdict yet) in the runs bucket:

@@ -334,6 +334,16 @@ async fn each_role_runs_as_its_own_user_without_a_permission_violation() {
     let dead = site.loom_as("operator", &["dlq", "list"]);
     assert!(dead.status.success(), "dlq list: {}", stderr(&dead));
     assert!(stdout(&dead).contains(&bad_run.to_string()));
+    // A run found by its id alone, whatever its worker.
+    let cancel = site.loom_as("operator", &["cancel", &bad_run.to_string()]);
+    assert_eq!(cancel.status.code(), Some(2), "cancel: {}", stderr(&cancel));
+    assert!(
+        stderr(&cancel).contains(&format!(
+            "run {bad_run} already has its verdict (failed); there is nothing to cancel"
+        )),
+        "{}",
+        stderr(&cancel)
+    );
 
     // A workflow started by the operator, run by the scheduler.
     let start = site.loom_as("operator", &["workflow", "start", "flow"]);

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use loom_broker::{Broker, ReadError, ReadFrom, StateError};
 use loom_config::Config;
 use loom_protocol::codec::{decode, encode};
-use loom_protocol::state::{BundleRef, RunState, bundle_key, run_index_key, run_key};
+use loom_protocol::state::{BundleRef, RunState, bundle_key, run_key_pattern};
 use loom_protocol::subjects::SubjectKind;
 use loom_protocol::{CancelRequest, DeadLetter, RunCommand, SkippedFire, Trigger, WIRE_VERSION};
 use uuid::Uuid;
@@ -100,14 +100,9 @@ pub async fn runs_of(
 /// The state of run `run_id`, wherever its worker.
 pub async fn find_run(broker: &Broker, run_id: Uuid) -> Result<RunState, HistoryError> {
     let runs = broker.bucket(&broker.names().runs_bucket()).await?;
-    let worker = runs
-        .get::<String>(&run_index_key(run_id))
+    runs.get_matching::<RunState>(&run_key_pattern(run_id))
         .await?
-        .ok_or(HistoryError::UnknownRun(run_id))?
-        .value;
-    runs.get::<RunState>(&run_key(&worker, run_id))
-        .await?
-        .map(|v| v.value)
+        .map(|(_, state)| state.value)
         .ok_or(HistoryError::UnknownRun(run_id))
 }
 
