@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use loom_protocol::state::{RunStatus, WorkerHealth, health_key};
+use loom_protocol::state::{RunState, RunStatus, WorkerHealth, health_key, run_key};
 use loom_protocol::{DeadLetterReason, VerdictKind};
 use loom_testkit::Alertmanager;
 use loom_tests::{Mesh, Role, WebhookReceiver, eventually};
@@ -760,4 +760,73 @@ async fn a_result_before_its_command_waits_for_it_and_the_dead_letter_keeps_the_
         "the dead letter carries the run command"
     );
     assert_eq!(letter.attempts.len(), 1);
+}
+
+/// `loom cancel` finds a run by its id alone, whatever its worker, among
+/// the states of several workers; a run whose state was deleted is unknown.
+#[tokio::test]
+async fn a_run_is_found_by_its_id_alone_until_its_state_is_deleted() {
+    let mesh = Mesh::new(QUICK).await;
+    let runs = mesh
+        .broker
+        .bucket(&mesh.broker.names().runs_bucket())
+        .await
+        .expect("runs bucket");
+    let state = |worker: &str, run_id| {
+        let now = chrono::Utc::now();
+        RunState {
+            run_id,
+            worker: worker.to_owned(),
+            trigger: loom_protocol::Trigger::Manual,
+            scheduled_at: now,
+            deadline: None,
+            command: None,
+            status: RunStatus::Done,
+            attempts: Vec::new(),
+            verdict: Some(VerdictKind::Valid),
+            reason: Some("recorded by the test".to_owned()),
+            verdict_at: Some(now),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            cost: Default::default(),
+            updated_at: now,
+        }
+    };
+    let (alpha, beta, gone) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    for (worker, run_id) in [("alpha", alpha), ("beta", beta), ("alpha", gone)] {
+        runs.put(&run_key(worker, run_id), &state(worker, run_id))
+            .await
+            .expect("write a run state");
+    }
+    runs.delete(&run_key("alpha", gone)).await.expect("delete");
+
+    let cancel = |run_id: uuid::Uuid| {
+        let output = mesh.loom(&["cancel", &run_id.to_string()]);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    for run_id in [alpha, beta] {
+        let (code, stderr) = cancel(run_id);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "run {run_id} already has its verdict (valid); there is nothing to cancel"
+            )),
+            "{stderr}"
+        );
+    }
+    for run_id in [gone, uuid::Uuid::now_v7()] {
+        let (code, stderr) = cancel(run_id);
+        assert!(code.is_some_and(|code| code != 0), "{stderr}");
+        assert!(
+            stderr.contains(&format!("run {run_id} is not in the run history")),
+            "{stderr}"
+        );
+    }
 }
