@@ -1,14 +1,14 @@
 //! The executor: runs one attempt of a run as a local subprocess and says
 //! what happened (DESIGN §6 and §7).
 //!
-//! For each attempt it makes a fresh run directory, copies the enforcement
-//! bundle into it read-only, starts the worker's argv (never a shell) in its
-//! own process group with a cleared environment, the run command as JSON on
-//! stdin and the bundle's rlimits, reads stdout and stderr to their end,
-//! enforces the timeout, cancellation and the output cap by terminating the
-//! group (SIGTERM, then SIGKILL after the grace period), reaps the process
-//! with its resource usage, and checks that the bundle copy was not
-//! modified.
+//! For each attempt it gives the run an empty directory, copies the
+//! enforcement bundle into it read-only, starts the worker's argv (never a
+//! shell) in its own process group with a cleared environment, the run
+//! command as JSON on stdin and the bundle's rlimits, reads stdout and
+//! stderr to their end, enforces the timeout, cancellation and the output
+//! cap by terminating the group (SIGTERM, then SIGKILL after the grace
+//! period), reaps the process with its resource usage, and checks that the
+//! bundle copy was not modified.
 //!
 //! A run's processes end with it, like the containers of a Kubernetes pod:
 //! once the main process has exited, for any reason, whatever is left of its
@@ -401,10 +401,11 @@ impl Executor {
         Execution::refused(began, refusal)
     }
 
-    /// After an attempt, on a blocking thread: checks the bundle copy
-    /// (`check`: the copy and the digest it must have), then empties the run
-    /// directory for a later attempt (or removes it) unless it is to be
-    /// kept. Returns whether the copy was modified.
+    /// After an attempt: checks the bundle copy (`check`: the copy and the
+    /// digest it must have), then empties the run directory for a later
+    /// attempt (or removes it) unless it is to be kept, on a blocking thread
+    /// unless the worker left the directory empty. Returns whether the copy
+    /// was modified.
     async fn finish_dir(&self, dir: PathBuf, check: Option<(PathBuf, String)>) -> bool {
         let keep = self.settings.keep_run_dirs;
         // The usual case, a directory left empty, takes two renames and a
