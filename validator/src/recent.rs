@@ -61,7 +61,7 @@ impl RecentStates {
         }
         // Forgotten ids pile up in the order only until it is twice the
         // size of what is kept.
-        if inner.order.len() > 2 * self.capacity.max(inner.states.len()) {
+        if inner.order.len() > 2 * self.capacity {
             let Inner { states, order } = &mut *inner;
             order.retain(|id| states.contains_key(id));
         }
