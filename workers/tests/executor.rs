@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use loom_protocol::{Outcome, RunCommand, WIRE_VERSION};
 use loom_workers::{Execution, Invocation};
 use support::{
-    GRACE, Harness, command, group_is_alive, is_alive, parse_env, python3, read_pids, worker,
+    GRACE, Harness, alive_after, command, group_is_alive, parse_env, python3, read_pids, worker,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -248,9 +248,8 @@ async fn timeout_kills_the_whole_group_including_a_grandchild() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     let pids = read_pids(&pids);
     assert_eq!(pids.len(), 2, "{pids:?}");
-    for pid in &pids {
-        assert!(!is_alive(*pid), "process {pid} outlived the run");
-    }
+    let alive = alive_after(&pids, Duration::from_secs(3)).await;
+    assert!(alive.is_empty(), "processes {alive:?} outlived the run");
     // The shell is the group leader: its pid is the group id.
     assert!(!group_is_alive(pids[1]));
 }
@@ -273,10 +272,8 @@ async fn leftovers_are_killed_when_the_main_process_exits() {
     assert_eq!(execution.stdout_tail, "done\n");
     let pids = read_pids(&pids);
     assert_eq!(pids.len(), 1);
-    assert!(
-        !is_alive(pids[0]),
-        "the background process outlived the run"
-    );
+    let alive = alive_after(&pids, Duration::from_secs(3)).await;
+    assert!(alive.is_empty(), "the background process outlived the run");
 }
 
 #[tokio::test]
@@ -332,13 +329,11 @@ async fn dropping_the_run_kills_its_group() {
     assert!(abandoned.is_err(), "the run should still have been going");
     let pids = read_pids(&pids);
     assert_eq!(pids.len(), 2, "{pids:?}");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while pids.iter().any(|pid| is_alive(*pid)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for pid in &pids {
-        assert!(!is_alive(*pid), "process {pid} outlived the abandoned run");
-    }
+    let alive = alive_after(&pids, Duration::from_secs(3)).await;
+    assert!(
+        alive.is_empty(),
+        "processes {alive:?} outlived the abandoned run"
+    );
 }
 
 #[tokio::test]

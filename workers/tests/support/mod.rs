@@ -168,6 +168,21 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
+/// The processes of `pids` still alive after waiting up to `limit` for them
+/// to end. A SIGKILL takes effect a moment after `kill` returns, when the
+/// killed process next runs, so a process killed as a run ended may still be
+/// alive when the run's future returns.
+pub async fn alive_after(pids: &[i32], limit: Duration) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let alive: Vec<i32> = pids.iter().copied().filter(|pid| is_alive(*pid)).collect();
+        if alive.is_empty() || std::time::Instant::now() >= deadline {
+            return alive;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Whether any process of group `pgid` is alive (zombies do not count).
 pub fn group_is_alive(pgid: i32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
