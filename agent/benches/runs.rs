@@ -66,7 +66,7 @@ fn rss_kib() -> (u64, u64) {
 
 /// CPU seconds used so far: by this process's threads (agents, validator,
 /// publisher), by its reaped children (the workers), and by nats-server.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct CpuSeconds {
     own: f64,
     children: f64,
@@ -77,25 +77,23 @@ impl CpuSeconds {
     fn now(broker_pid: Option<u32>) -> CpuSeconds {
         // Fields 14-17 of /proc/<pid>/stat: utime, stime, cutime, cstime,
         // in clock ticks (100 a second on Linux).
-        let ticks = |pid: &str| -> Vec<f64> {
+        let seconds = |pid: &str| -> [f64; 4] {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            after_name
+            let mut fields = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
                 .split_whitespace()
                 .skip(11)
-                .take(4)
-                .map(|v| v.parse::<f64>().unwrap_or(0.0) / 100.0)
-                .collect()
+                .map(|v| v.parse::<f64>().unwrap_or(0.0) / 100.0);
+            std::array::from_fn(|_| fields.next().unwrap_or(0.0))
         };
-        let own = ticks("self");
-        let broker = broker_pid
-            .map(|pid| ticks(&pid.to_string()))
-            .unwrap_or_default();
-        let field = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+        let [user, system, children_user, children_system] = seconds("self");
+        let [broker_user, broker_system, ..] =
+            broker_pid.map_or([0.0; 4], |pid| seconds(&pid.to_string()));
         CpuSeconds {
-            own: field(&own, 0) + field(&own, 1),
-            children: field(&own, 2) + field(&own, 3),
-            broker: field(&broker, 0) + field(&broker, 1),
+            own: user + system,
+            children: children_user + children_system,
+            broker: broker_user + broker_system,
         }
     }
 

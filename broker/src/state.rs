@@ -186,23 +186,22 @@ impl Bucket {
         }
     }
 
-    /// The last key matching `pattern` (a key with `*` for whole tokens,
-    /// such as `run.*.<id>`), with its value and revision, if it holds one.
-    /// One direct get, however many keys match.
+    /// The value of the last key matching `pattern` (a key with `*` for
+    /// whole tokens, such as `run.*.<id>`) and its revision, if that key
+    /// holds one. One direct get, however many keys match.
     pub async fn get_matching<T: DeserializeOwned>(
         &self,
         pattern: &str,
-    ) -> Result<Option<(String, Versioned<T>)>, StateError> {
+    ) -> Result<Option<Versioned<T>>, StateError> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
         let stream = format!("KV_{}", self.name);
-        let prefix = format!("$KV.{}.", self.name);
         let found = self
             .refusals
             .guard(
                 |subject| is_api_subject_of(subject, &stream),
                 self.store
                     .stream
-                    .direct_get_last_for_subject(format!("{prefix}{pattern}")),
+                    .direct_get_last_for_subject(format!("$KV.{}.{pattern}", self.name)),
             )
             .await
             .map_err(|refusal| self.error(pattern, refusal))?;
@@ -216,19 +215,13 @@ impl Bucket {
             .headers
             .get(KV_OPERATION)
             .is_some_and(|operation| operation.as_str() != "PUT");
-        let Some(key) = message.subject.strip_prefix(prefix.as_str()) else {
-            return Ok(None);
-        };
         if removed {
             return Ok(None);
         }
-        Ok(Some((
-            key.to_owned(),
-            Versioned {
-                value: self.decode(key, &message.payload)?,
-                revision: message.sequence,
-            },
-        )))
+        Ok(Some(Versioned {
+            value: self.decode(pattern, &message.payload)?,
+            revision: message.sequence,
+        }))
     }
 
     /// Runs a write of `key`; a write the server refuses (the user may not

@@ -343,13 +343,17 @@ impl Mesh {
             .collect()
     }
 
-    /// The run state of `run_id` of `worker`, if the validator has one.
-    pub async fn run_state(&self, worker: &str, run_id: uuid::Uuid) -> Option<RunState> {
-        let runs = self
-            .broker
+    /// The runs bucket (run states, open marks).
+    pub async fn runs_bucket(&self) -> loom_broker::Bucket {
+        self.broker
             .bucket(&self.broker.names().runs_bucket())
             .await
-            .expect("runs bucket");
+            .expect("runs bucket")
+    }
+
+    /// The run state of `run_id` of `worker`, if the validator has one.
+    pub async fn run_state(&self, worker: &str, run_id: uuid::Uuid) -> Option<RunState> {
+        let runs = self.runs_bucket().await;
         runs.get::<RunState>(&loom_protocol::state::run_key(worker, run_id))
             .await
             .expect("read run state")

@@ -767,11 +767,7 @@ async fn a_result_before_its_command_waits_for_it_and_the_dead_letter_keeps_the_
 #[tokio::test]
 async fn a_run_is_found_by_its_id_alone_until_its_state_is_deleted() {
     let mesh = Mesh::new(QUICK).await;
-    let runs = mesh
-        .broker
-        .bucket(&mesh.broker.names().runs_bucket())
-        .await
-        .expect("runs bucket");
+    let runs = mesh.runs_bucket().await;
     let state = |worker: &str, run_id| {
         let now = chrono::Utc::now();
         RunState {

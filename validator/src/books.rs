@@ -62,7 +62,7 @@ pub struct Books {
     pub config: watch::Receiver<Arc<Config>>,
     /// Verdicts for the worker-health writer.
     pub health: crate::health::HealthQueue,
-    /// The run states this validator wrote last.
+    /// The run states this validator wrote or read last.
     pub recent: Arc<crate::recent::RecentStates>,
 }
 
@@ -112,17 +112,25 @@ impl Books {
     }
 
     /// The state of run `run_id` of `worker` as this validator last wrote
-    /// it, or else as stored: possibly stale, so only for a decision that a
-    /// compare-and-set of the same state confirms (see `recent`).
+    /// or read it, or else as stored (and then remembered, so the
+    /// compare-and-set that follows needs no second read): possibly stale,
+    /// so only for a decision that a compare-and-set of the same state
+    /// confirms (see `recent`).
     pub async fn recent_run_state(
         &self,
         worker: &str,
         run_id: Uuid,
     ) -> Result<Option<(RunState, u64)>, StateError> {
-        match self.recent.get(run_id) {
-            Some(known) => Ok(Some(known)),
-            None => self.run_state(worker, run_id).await,
+        if let Some(known) = self.recent.get(run_id) {
+            return Ok(Some(known));
         }
+        let stored = self.run_state(worker, run_id).await?;
+        if let Some((state, revision)) = &stored
+            && state.status != RunStatus::Done
+        {
+            self.recent.put(run_id, state.clone(), *revision);
+        }
+        Ok(stored)
     }
 
     /// Changes a run's state with compare-and-set: `change` gets the current

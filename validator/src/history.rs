@@ -102,7 +102,7 @@ pub async fn find_run(broker: &Broker, run_id: Uuid) -> Result<RunState, History
     let runs = broker.bucket(&broker.names().runs_bucket()).await?;
     runs.get_matching::<RunState>(&run_key_pattern(run_id))
         .await?
-        .map(|(_, state)| state.value)
+        .map(|state| state.value)
         .ok_or(HistoryError::UnknownRun(run_id))
 }
 

@@ -1,8 +1,9 @@
-//! The run states this validator wrote last, with their revisions.
+//! The run states this validator wrote or read last, with their revisions.
 //!
 //! A run's command and its result are usually handled by the same
 //! validator, a moment apart: with the state it wrote for the command at
-//! hand, judging the result needs no read before its compare-and-set. An
+//! hand, judging the result needs no read before its compare-and-set (and
+//! a state it had to read is read once, not again for the compare-and-set). An
 //! entry another validator has since overwritten costs one failed
 //! compare-and-set and a read, so the books stay right whatever is here.
 //! A concluded run leaves; the oldest entries give way beyond the capacity.
@@ -16,7 +17,7 @@ use uuid::Uuid;
 /// Run states kept by default: runs in flight through one validator.
 pub const CAPACITY: usize = 4096;
 
-/// Recently written run states by run id.
+/// Recently written or read run states by run id.
 #[derive(Debug)]
 pub struct RecentStates {
     capacity: usize,
