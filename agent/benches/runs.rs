@@ -13,7 +13,14 @@
 //!    last verdict (published → executed → result stored → verdict), with
 //!    one agent and with two; as runs per second and as a share of the
 //!    ceiling.
-//! 4. Memory: this process's RSS with one agent idle, and its peak.
+//! 4. The broker floor: the same runs through the same JetStream traffic
+//!    (run stored, pulled and acknowledged; result stored and consumed; one
+//!    state write; verdict stored), with tasks in this process standing in
+//!    for the agent and the validator, each run holding a slot as long as a
+//!    run took at the ceiling, and no process started. Its CPU per run added to the ceiling's gives the best
+//!    share of the ceiling that a run to its verdict can reach on this
+//!    machine, and each verdict phase is also given as a share of that best.
+//! 5. Memory: this process's RSS with one agent idle, and its peak.
 //!
 //! With the ceiling and each throughput phase it prints the CPU time per
 //! run: the workers' (this process's reaped children), Loom's (this
@@ -21,7 +28,8 @@
 //! nats-server's, so that a change shows where it saves.
 //!
 //! Run with `cargo bench -p loom-agent --bench runs`. `PHASES` picks phases
-//! (a comma-separated subset of `latency,results,verdicts`; all by default),
+//! (a comma-separated subset of `latency,floor,results,verdicts`; all by
+//! default),
 //! to profile one of them alone; `DATA_DIR` puts the agents' data (and run)
 //! directories under another parent, to compare file systems.
 
@@ -30,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::AckKind;
 use chrono::Utc;
 use futures::StreamExt;
 use loom_broker::Broker;
@@ -71,6 +80,8 @@ struct CpuSeconds {
     own: f64,
     children: f64,
     broker: f64,
+    broker_syscalls: f64,
+    own_syscalls: f64,
 }
 
 impl CpuSeconds {
@@ -90,24 +101,62 @@ impl CpuSeconds {
         let [user, system, children_user, children_system] = seconds("self");
         let [broker_user, broker_system, ..] =
             broker_pid.map_or([0.0; 4], |pid| seconds(&pid.to_string()));
+        let syscalls = |pid: &str| -> f64 {
+            std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .sum()
+        };
         CpuSeconds {
             own: user + system,
             children: children_user + children_system,
             broker: broker_user + broker_system,
+            broker_syscalls: broker_pid.map_or(0.0, |pid| syscalls(&pid.to_string())),
+            own_syscalls: syscalls("self"),
         }
     }
 
-    /// Milliseconds of CPU per run since `before`, as one line.
-    fn per_run_since(self, before: CpuSeconds, runs: u64) -> String {
-        let ms = |now: f64, then: f64| (now - then) * 1000.0 / runs.max(1) as f64;
-        let (own, children, broker) = (
-            ms(self.own, before.own),
-            ms(self.children, before.children),
-            ms(self.broker, before.broker),
-        );
-        format!(
-            "CPU per run: {:.3} ms = workers {children:.3} + loom {own:.3} + nats-server {broker:.3}",
-            own + children + broker
+    /// CPU and system calls per run since `before`.
+    fn per_run_since(self, before: CpuSeconds, runs: u64) -> PerRun {
+        let per = |now: f64, then: f64| (now - then) / runs.max(1) as f64;
+        PerRun {
+            workers_ms: per(self.children, before.children) * 1000.0,
+            loom_ms: per(self.own, before.own) * 1000.0,
+            broker_ms: per(self.broker, before.broker) * 1000.0,
+            loom_syscalls: per(self.own_syscalls, before.own_syscalls),
+            broker_syscalls: per(self.broker_syscalls, before.broker_syscalls),
+        }
+    }
+}
+
+/// What a run cost, on average.
+struct PerRun {
+    workers_ms: f64,
+    loom_ms: f64,
+    broker_ms: f64,
+    loom_syscalls: f64,
+    broker_syscalls: f64,
+}
+
+impl PerRun {
+    fn total_ms(&self) -> f64 {
+        self.workers_ms + self.loom_ms + self.broker_ms
+    }
+}
+
+impl std::fmt::Display for PerRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CPU per run: {:.3} ms = workers {:.3} + loom {:.3} + nats-server {:.3}; read and write calls per run: loom {:.1}, nats-server {:.1}",
+            self.total_ms(),
+            self.workers_ms,
+            self.loom_ms,
+            self.broker_ms,
+            self.loom_syscalls,
+            self.broker_syscalls
         )
     }
 }
@@ -309,6 +358,175 @@ async fn throughput(broker: &Broker, runs: u64, subject: &str) -> f64 {
     seen as f64 / elapsed
 }
 
+/// Handles each message of durable `durable` on `stream` with `handle`,
+/// `in_flight` at once, until `stop`.
+async fn consume_each<H, F>(
+    broker: Broker,
+    stream: String,
+    durable: String,
+    in_flight: usize,
+    handle: H,
+    stop: CancellationToken,
+) where
+    H: Fn(async_nats::jetstream::Message) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let consumer = broker.durable(&stream, &durable).await.expect("consumer");
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(in_flight)
+        .messages()
+        .await
+        .expect("pull");
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            Some(()) = running.next() => {}
+            next = messages.next(), if running.len() < in_flight => match next {
+                Some(Ok(message)) => running.push(handle(message)),
+                _ => return,
+            },
+        }
+    }
+}
+
+/// The broker floor: the JetStream traffic of a run to its verdict, and
+/// nothing else. Tasks in this process stand in for an agent (pull the run,
+/// hold it for `hold`, publish its result with its message id and wait
+/// until it is stored, acknowledge the run with confirmation) and a
+/// validator (acknowledge the run command; for the result: write the run's
+/// state once, publish the verdict with its message id, acknowledge). No
+/// process is started and no output is checked.
+async fn broker_floor(mesh: &Mesh, runs: u64, hold: Duration) -> (f64, PerRun) {
+    let broker = &mesh.broker;
+    let names = broker.names().clone();
+    let subjects = broker.subjects().clone();
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    // The agent.
+    {
+        let (b, subjects) = (broker.clone(), subjects.clone());
+        tasks.push(tokio::spawn(consume_each(
+            broker.clone(),
+            names.runs_stream(),
+            names.run_consumer("true"),
+            CONCURRENCY,
+            move |message| {
+                let (broker, subjects) = (b.clone(), subjects.clone());
+                async move {
+                    let command: RunCommand = decode("run", &message.payload).expect("command");
+                    tokio::time::sleep(hold).await; // as long as a run takes a slot at the ceiling
+                    let now = Utc::now();
+                    let result = RunResult {
+                        v: loom_protocol::WIRE_VERSION,
+                        run_id: command.run_id,
+                        worker: command.worker.clone(),
+                        attempt: 1,
+                        agent_id: "floor".into(),
+                        started_at: now,
+                        finished_at: now,
+                        outcome: loom_protocol::Outcome::Succeeded,
+                        exit_code: Some(0),
+                        stdout_tail: String::new(),
+                        stderr_tail: String::new(),
+                        stdout_bytes: 0,
+                        stderr_bytes: 0,
+                        cpu_ms: 0,
+                        max_rss_kb: 0,
+                        enforcement_digest: None,
+                        cost: Default::default(),
+                        last_attempt: true,
+                    };
+                    broker
+                        .publish(
+                            &subjects.result("true"),
+                            Some(&format!("result:{}:1", command.run_id)),
+                            encode(&result).expect("encode"),
+                        )
+                        .await
+                        .expect("store the result");
+                    loom_broker::acknowledge_confirmed(&message, AckKind::Ack)
+                        .await
+                        .expect("ack");
+                }
+            },
+            stop.clone(),
+        )));
+    }
+    // The validator: run commands, then results.
+    tasks.push(tokio::spawn(consume_each(
+        broker.clone(),
+        names.runs_stream(),
+        names.validator_consumer(),
+        64,
+        |message| async move {
+            let _: RunCommand = decode("run", &message.payload).expect("command");
+            let _ = message.ack_with(AckKind::Ack).await;
+        },
+        stop.clone(),
+    )));
+    {
+        let runs_bucket = broker.bucket(&names.runs_bucket()).await.expect("bucket");
+        let (b, subjects) = (broker.clone(), subjects.clone());
+        tasks.push(tokio::spawn(consume_each(
+            broker.clone(),
+            names.results_stream(),
+            names.validator_consumer(),
+            64,
+            move |message| {
+                let (broker, subjects, runs_bucket) =
+                    (b.clone(), subjects.clone(), runs_bucket.clone());
+                async move {
+                    let result: RunResult = decode("result", &message.payload).expect("result");
+                    let state = serde_json::json!({
+                        "run_id": result.run_id,
+                        "worker": result.worker,
+                        "status": "done",
+                        "verdict": "valid",
+                        "attempts": [{ "attempt": 1, "agent_id": result.agent_id, "exit_code": 0 }],
+                    });
+                    runs_bucket
+                        .create(
+                            &loom_protocol::state::run_key("true", result.run_id),
+                            &state,
+                        )
+                        .await
+                        .expect("write the state");
+                    let verdict = loom_protocol::Verdict {
+                        v: loom_protocol::WIRE_VERSION,
+                        run_id: result.run_id,
+                        worker: result.worker.clone(),
+                        verdict: loom_protocol::VerdictKind::Valid,
+                        reason: "floor".into(),
+                        attempts: 1,
+                        at: Utc::now(),
+                    };
+                    broker
+                        .publish(
+                            &subjects.verdict("true"),
+                            Some(&format!("verdict:{}", result.run_id)),
+                            encode(&verdict).expect("encode"),
+                        )
+                        .await
+                        .expect("store the verdict");
+                    let _ = message.ack_with(AckKind::Ack).await;
+                }
+            },
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = CpuSeconds::now(mesh.server.pid());
+    let rate = throughput(broker, runs, "loom.verdict.true").await;
+    let cpu = CpuSeconds::now(mesh.server.pid()).per_run_since(before, runs);
+    stop.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    (rate, cpu)
+}
+
 /// A nats-server of its own, with Loom's streams, buckets and consumers, and
 /// a broker connected to it. Each phase gets one, so that no phase sees the
 /// messages of another (the validator's consumer starts from the first
@@ -351,7 +569,8 @@ fn main() {
     let rate = env_number("RATE", 200);
     let seconds = env_number("SECONDS", 10);
     let runs = env_number("RUNS", 3_000);
-    let phases = std::env::var("PHASES").unwrap_or_else(|_| "latency,results,verdicts".to_owned());
+    let phases =
+        std::env::var("PHASES").unwrap_or_else(|_| "latency,floor,results,verdicts".to_owned());
     let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
     runtime.block_on(async {
         // The machine's best: the higher of two concurrencies.
@@ -363,6 +582,31 @@ fn main() {
         println!("spawn ceiling: tokio spawning and reaping /bin/true with captured output");
         println!("  {at_8:.0} runs/s 8 at a time, {at_32:.0} runs/s 32 at a time; ceiling {ceiling:.0} runs/s");
         println!("  {} (32 at a time; \"loom\" is the spawning process)", ceiling_cpu);
+
+        // The broker's share that no code of Loom's can save, with runs
+        // flowing as they do at the ceiling (a message costs more CPU when
+        // fewer share a read or a write, so an unpaced floor would be too
+        // low): with it, the best share of the spawn ceiling any run to its
+        // verdict can reach on this machine, if the two only add up.
+        let mut best_to_verdict = None;
+        if phase("floor") {
+            let mesh = fresh_mesh().await;
+            let hold = Duration::from_secs_f64(CONCURRENCY as f64 / at_32);
+            let (rate, cpu) = broker_floor(&mesh, runs, hold).await;
+            let spawning = ceiling_cpu.total_ms();
+            let floor = cpu.total_ms();
+            let best = spawning / (spawning + floor);
+            best_to_verdict = Some(best);
+            println!(
+                "broker floor: {runs} runs published at once to verdict through the same JetStream traffic, each holding one of {CONCURRENCY} slots {:.1} ms as at the ceiling, no process, no checks: {rate:.0} runs/s",
+                hold.as_secs_f64() * 1000.0
+            );
+            println!("  {cpu}");
+            println!(
+                "  spawning {spawning:.3} ms + floor {floor:.3} ms per run: at best {:.0}% of the spawn ceiling to verdict",
+                best * 100.0
+            );
+        }
 
         // One agent, idle, then at a steady rate (no validator: latency only).
         if phase("latency") {
@@ -392,8 +636,14 @@ fn main() {
             let before = CpuSeconds::now(mesh.server.pid());
             let rate = throughput(&mesh.broker, runs, subject).await;
             let cpu = CpuSeconds::now(mesh.server.pid()).per_run_since(before, runs);
+            let of_best = match best_to_verdict {
+                Some(best) if validator => {
+                    format!("; {:.0}% of that best", rate / (ceiling * best) * 100.0)
+                }
+                _ => String::new(),
+            };
             println!(
-                "throughput: {runs} runs published at once, {agents} agent(s) {with}: {rate:.0} runs/s to {reached} ({:.0}% of the spawn ceiling)",
+                "throughput: {runs} runs published at once, {agents} agent(s) {with}: {rate:.0} runs/s to {reached} ({:.0}% of the spawn ceiling{of_best})",
                 rate / ceiling * 100.0
             );
             println!("  {cpu}");
